@@ -1,0 +1,84 @@
+"""`create_app(settings)`: the Litestar application and everything it owns.
+
+Objects are built once here (store, providers, router, proxy) and reach handlers
+through `app.state`; the lifespan opens the providers' connection pools inside the
+event loop and closes them, the store and pending background work on shutdown.
+Seams (limiter, content stages, usage sink) are injected, with pass-through defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+
+from gateway.config import Settings
+from gateway.errors import exception_handlers
+from gateway.guards import ContentStages, NoRails
+from gateway.providers.registry import ModelRouter, build_providers
+from gateway.proxy import Proxy
+from gateway.ratelimit import Limiter, Unlimited
+from gateway.requestid import RequestIdMiddleware
+from gateway.routes import health, openai
+from gateway.store import Store, open_store
+from gateway.tasks import Tasks
+from gateway.tenancy import Authenticator
+from gateway.usage import LogSink, UsageSink
+
+__all__ = ["asgi_app", "create_app"]
+
+log = logging.getLogger("railgate")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    limiter: Limiter | None = None,
+    stages: ContentStages | None = None,
+    sink: UsageSink | None = None,
+) -> Litestar:
+    """Build the app. Pass `store` to share one already opened (the CLI's demo bootstrap)."""
+    store = store or open_store(settings.store)
+    providers = build_providers(settings)
+    tasks = Tasks()
+    auth = Authenticator(settings, store)
+    proxy = Proxy(
+        auth=auth,
+        router=ModelRouter(settings, providers),
+        limiter=limiter or Unlimited(),
+        stages=stages or NoRails(),
+        sink=sink or LogSink(),
+        tasks=tasks,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        for provider in providers.values():
+            await provider.start()
+        try:
+            yield
+        finally:
+            await tasks.drain()
+            for provider in providers.values():
+                await provider.close()
+            await store.close()
+
+    return Litestar(
+        route_handlers=[*openai.routes, *health.routes],
+        lifespan=[lifespan],
+        exception_handlers=exception_handlers,
+        request_max_body_size=settings.server.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="Railgate", version="0.1.0", path="/openapi"),
+        state=State({"settings": settings, "store": store, "proxy": proxy}),
+        debug=False,
+    )
+
+
+def asgi_app(app: Litestar) -> RequestIdMiddleware:
+    """The ASGI callable to serve: the app wrapped so every response carries `x-request-id`."""
+    return RequestIdMiddleware(app)

@@ -1,0 +1,33 @@
+"""`Call`: everything the gateway knows about one client request while it is served.
+
+Created by the proxy after authentication and routing, passed to every seam
+(limits, guards, usage). Per-request state lives here, never on shared objects.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from gateway.providers.registry import Route
+from gateway.schemas import ClientRequest, Usage
+from gateway.tenancy import Caller
+
+__all__ = ["Call"]
+
+
+@dataclass(slots=True)
+class Call:
+    request_id: str
+    caller: Caller
+    route: Route
+    request: ClientRequest
+    trace_headers: dict[str, str]
+    user: str | None = None
+    """End user named by the OpenAI `user` field or `x-railgate-user`."""
+    started: float = field(default_factory=time.perf_counter)
+    first_byte: float | None = None
+    usage: Usage | None = None
+    status: int = 200
+    error: str | None = None
+    """Error code when the call failed (e.g. `upstream_timeout`, `client_disconnected`)."""

@@ -1,0 +1,147 @@
+"""`railgate` command line: serve, config validate, keys create. Thin by design."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+import msgspec
+
+from gateway.config import ConfigError, Settings, load_settings
+from gateway.keys import new_key
+from gateway.store import MemoryStore, Store, Tenant, open_store
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="railgate", description="LLM guardrails gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="start the gateway")
+    serve.add_argument("--config", help="config file (default: $RAILGATE_CONFIG or bundled)")
+    serve.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="TCP port (default from config: 8080)")
+    serve.add_argument("--workers", type=int, help="worker processes (default from config: 1)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    config = commands.add_parser("config", help="configuration tools")
+    config_cmds = config.add_subparsers(dest="config_command", required=True)
+    validate = config_cmds.add_parser("validate", help="check a config file and exit")
+    validate.add_argument("--config", help="config file (default: $RAILGATE_CONFIG or bundled)")
+
+    keys = commands.add_parser("keys", help="API keys")
+    keys_cmds = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_cmds.add_parser("create", help="create a key; the secret is printed once")
+    create.add_argument("--tenant", required=True, help="tenant id")
+    create.add_argument("--name", default="", help="label for the key")
+    create.add_argument("--create-tenant", action="store_true", help="create the tenant if missing")
+    create.add_argument("--config", help="config file (default: $RAILGATE_CONFIG or bundled)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"railgate: invalid configuration at {exc.path}: {exc.reason}", file=sys.stderr)
+        return 2
+    if args.command == "config":
+        print(f"ok: {settings.source} ({len(settings.models)} models, {len(settings.tenants)} tenants)")
+        return 0
+    if args.command == "keys":
+        return asyncio.run(_create_key(settings, args.tenant, args.name, args.create_tenant))
+    return _serve(settings, args)
+
+
+async def _create_key(settings: Settings, tenant_id: str, name: str, create_tenant: bool) -> int:
+    store = open_store(settings.store)
+    try:
+        known = any(t.id == tenant_id for t in settings.tenants) or (
+            await store.get_tenant(tenant_id) is not None
+        )
+        if not known:
+            if not create_tenant:
+                print(f"railgate: unknown tenant {tenant_id!r} (use --create-tenant)", file=sys.stderr)
+                return 1
+            await store.put_tenant(Tenant(id=tenant_id, name=tenant_id, created_at=time.time()))
+        secret, record = new_key(tenant_id, name=name)
+        await store.put_key(record)
+    finally:
+        await store.close()
+    if isinstance(store, MemoryStore):
+        print(
+            "note: the store is memory://, so this key lives only in this command's process.\n"
+            "Keep it in the config file instead, under the tenant's keys:\n"
+            f"  - {{name: {name or 'cli'}, key_sha256: {record.key_sha256}}}",
+            file=sys.stderr,
+        )
+    print(f"key id: {record.id}")
+    print(secret)
+    return 0
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import asgi_app, create_app
+    from gateway.bootstrap import ensure_demo_tenant
+
+    server = settings.server
+    overrides = {k: v for k in ("host", "port", "workers") if (v := getattr(args, k)) is not None}
+    if overrides:
+        try:
+            settings = _with_server(settings, overrides)
+        except ConfigError as exc:
+            print(f"railgate: invalid option {exc.path}: {exc.reason}", file=sys.stderr)
+            return 2
+    server = settings.server
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    store: Store = open_store(settings.store)
+    demo = asyncio.run(ensure_demo_tenant(settings, store))
+    if demo:
+        print(
+            "railgate: no tenants yet, created tenant 'demo'. Its key (shown once):\n"
+            f"  {demo}\n"
+            f"  try: curl http://{server.host}:{server.port}/v1/chat/completions "
+            f'-H "Authorization: Bearer {demo}" -H "Content-Type: application/json" '
+            """-d '{"model":"mock-1","messages":[{"role":"user","content":"Hello"}]}'""",
+            flush=True,
+        )
+    common = {
+        "host": server.host,
+        "port": server.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "log_level": args.log_level,
+        "access_log": False,
+        "server_header": False,
+    }
+    if server.workers == 1:
+        if not isinstance(store, MemoryStore):
+            asyncio.run(store.close())
+            store = open_store(settings.store)
+        app = asgi_app(create_app(settings, store=store))
+        uvicorn.Server(uvicorn.Config(app, **common)).run()  # type: ignore[arg-type]
+        return 0
+    asyncio.run(store.close())
+    os.environ["RAILGATE_CONFIG"] = settings.source
+    uvicorn.run("gateway.asgi:app", factory=True, workers=server.workers, **common)  # type: ignore[arg-type]
+    return 0
+
+
+def _with_server(settings: Settings, overrides: dict[str, object]) -> Settings:
+    from gateway.config import parse_settings
+
+    raw = msgspec.to_builtins(settings)
+    raw["server"].update(overrides)
+    return parse_settings(raw)

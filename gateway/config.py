@@ -1,0 +1,266 @@
+"""Settings: one frozen, typed tree loaded once from YAML plus the environment.
+
+`load_settings()` reads the file named by `--config` / `RAILGATE_CONFIG` (else the
+bundled default), applies `RAILGATE_<A>__<B>` environment overrides, converts the
+result into `Settings` and checks cross references. Any problem raises `ConfigError`
+carrying the field path and the reason, so the CLI can stop with one clear line.
+Secrets are never in the file: a provider names the variable that holds its key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "KeyEntry",
+    "ModelRoute",
+    "ProviderConfig",
+    "ServerConfig",
+    "Settings",
+    "TenantConfig",
+    "default_config_path",
+    "load_settings",
+    "parse_settings",
+]
+
+ENV_PREFIX = "RAILGATE_"
+ProviderType = Literal["openai", "anthropic", "mock"]
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or wrong; `path` says where (e.g. `$.models[1].provider`)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    """Interface `railgate serve` binds to."""
+    port: int = 8080
+    """TCP port `railgate serve` listens on."""
+    workers: int = 1
+    """Worker processes; more than one needs a shared (redis://) store."""
+    max_body_bytes: int = 8 * 1024 * 1024
+    """Request bodies above this size are refused with 413."""
+
+
+class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    """Name that models refer to."""
+    type: ProviderType
+    """Wire protocol: `openai` (any OpenAI-compatible server), `anthropic`, or built-in `mock`."""
+    base_url: str = ""
+    """Upstream API root, e.g. `https://api.openai.com/v1`."""
+    api_key_env: str | None = None
+    """Environment variable holding the upstream API key."""
+    optional: bool = False
+    """Skip this provider (and its models) when `api_key_env` is unset, instead of failing."""
+    timeout_s: float = 600.0
+    """Upper bound for one upstream read (time between bytes) and for connecting."""
+    max_connections: int = 512
+    """Size of the shared connection pool to this upstream."""
+
+
+class ModelRoute(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    """Model name clients send."""
+    provider: str
+    """Provider that serves it."""
+    upstream_model: str | None = None
+    """Model name sent upstream (default: `name`)."""
+    input_price_per_mtok: float = 0.0
+    """USD per million prompt tokens."""
+    output_price_per_mtok: float = 0.0
+    """USD per million completion tokens."""
+
+    @property
+    def target(self) -> str:
+        return self.upstream_model or self.name
+
+
+class KeyEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    key_sha256: str
+    """Lower-case hex SHA-256 of the full key (`rg-…`)."""
+    name: str = ""
+    """Label shown in reports."""
+
+
+class TenantConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: str
+    """Stable tenant id used in keys, reports and limits."""
+    name: str = ""
+    """Display name."""
+    models: tuple[str, ...] | None = None
+    """Models this tenant may call; `None` allows every configured model."""
+    keys: tuple[KeyEntry, ...] = ()
+    """Keys kept in the file (GitOps); run-time keys live in the store."""
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    server: ServerConfig = ServerConfig()
+    """HTTP server options."""
+    store: str = "memory://"
+    """State store URL: `memory://`, `redis://host:port/db` or `rediss://…`."""
+    providers: tuple[ProviderConfig, ...] = ()
+    """Upstream LLM providers."""
+    models: tuple[ModelRoute, ...] = ()
+    """Client-visible models and their routes."""
+    tenants: tuple[TenantConfig, ...] = ()
+    """Tenants defined in the file."""
+    source: str = ""
+    """Where these settings were loaded from (set by the loader)."""
+
+
+def default_config_path() -> Path:
+    """The bundled `railgate.yaml` (the same file as the repository's `config/railgate.yaml`)."""
+    return Path(str(resources.files("gateway").joinpath("defaults/railgate.yaml")))
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Load, override from `env` (default `os.environ`) and validate; raise `ConfigError`."""
+    env = os.environ if env is None else env
+    chosen = Path(path) if path else Path(env.get("RAILGATE_CONFIG") or default_config_path())
+    try:
+        text = chosen.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(chosen), f"cannot read file ({exc.strerror})") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "file"
+        raise ConfigError(f"{chosen} {where}", "invalid YAML") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("$", "the top level must be a mapping")
+    _apply_env_overrides(raw, env)
+    raw["source"] = str(chosen)
+    return parse_settings(raw, env)
+
+
+def parse_settings(raw: dict[str, Any], env: Mapping[str, str] | None = None) -> Settings:
+    """Convert a plain mapping into `Settings`, dropping optional providers without keys."""
+    env = os.environ if env is None else env
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        message, _, path = str(exc).rpartition(" - at `")
+        if path:
+            raise ConfigError(path.rstrip("`"), message) from exc
+        raise ConfigError("$", str(exc)) from exc
+    settings = _drop_disabled_providers(settings, env)
+    _check(settings, env)
+    return settings
+
+
+def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == "RAILGATE_CONFIG":
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if parts:
+            _set_path(raw, parts, yaml.safe_load(value) if value else value, name)
+
+
+def _set_path(node: Any, parts: list[str], value: Any, origin: str) -> None:
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(origin, f"no list item {part!r} to override")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(origin, f"cannot override inside a scalar at {part!r}")
+
+
+def _drop_disabled_providers(settings: Settings, env: Mapping[str, str]) -> Settings:
+    disabled = {
+        p.name for p in settings.providers if p.optional and p.api_key_env and not env.get(p.api_key_env)
+    }
+    if not disabled:
+        return settings
+    return msgspec.structs.replace(
+        settings,
+        providers=tuple(p for p in settings.providers if p.name not in disabled),
+        models=tuple(m for m in settings.models if m.provider not in disabled),
+    )
+
+
+def _check(settings: Settings, env: Mapping[str, str]) -> None:
+    server = settings.server
+    if not 0 < server.port < 65536:
+        raise ConfigError("$.server.port", "must be between 1 and 65535")
+    if server.workers < 1:
+        raise ConfigError("$.server.workers", "must be at least 1")
+    if server.max_body_bytes < 1024:
+        raise ConfigError("$.server.max_body_bytes", "must be at least 1024")
+    if not settings.store.startswith(("memory://", "redis://", "rediss://")):
+        raise ConfigError("$.store", "must start with memory://, redis:// or rediss://")
+    if server.workers > 1 and settings.store.startswith("memory://"):
+        raise ConfigError("$.server.workers", "more than one worker needs a redis:// store")
+
+    providers: set[str] = set()
+    for i, p in enumerate(settings.providers):
+        at = f"$.providers[{i}]"
+        if p.name in providers:
+            raise ConfigError(f"{at}.name", f"duplicate provider {p.name!r}")
+        providers.add(p.name)
+        if p.type != "mock" and not p.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{at}.base_url", "must be an http:// or https:// URL")
+        if p.api_key_env and not env.get(p.api_key_env):
+            raise ConfigError(f"{at}.api_key_env", f"environment variable {p.api_key_env} is not set")
+        if p.timeout_s <= 0:
+            raise ConfigError(f"{at}.timeout_s", "must be positive")
+        if p.max_connections < 1:
+            raise ConfigError(f"{at}.max_connections", "must be at least 1")
+
+    models: set[str] = set()
+    for i, m in enumerate(settings.models):
+        at = f"$.models[{i}]"
+        if m.name in models:
+            raise ConfigError(f"{at}.name", f"duplicate model {m.name!r}")
+        models.add(m.name)
+        if m.provider not in providers:
+            raise ConfigError(f"{at}.provider", f"unknown provider {m.provider!r}")
+        if m.input_price_per_mtok < 0 or m.output_price_per_mtok < 0:
+            raise ConfigError(at, "prices cannot be negative")
+
+    tenants: set[str] = set()
+    hashes: set[str] = set()
+    for i, t in enumerate(settings.tenants):
+        at = f"$.tenants[{i}]"
+        if not t.id or t.id in tenants:
+            raise ConfigError(f"{at}.id", "must be non-empty and unique")
+        tenants.add(t.id)
+        for j, name in enumerate(t.models or ()):
+            if name not in models:
+                raise ConfigError(f"{at}.models[{j}]", f"unknown model {name!r}")
+        for j, k in enumerate(t.keys):
+            digest = k.key_sha256.lower()
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ConfigError(f"{at}.keys[{j}].key_sha256", "must be 64 hex characters")
+            if digest in hashes:
+                raise ConfigError(f"{at}.keys[{j}].key_sha256", "duplicate key")
+            hashes.add(digest)

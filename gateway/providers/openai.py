@@ -1,0 +1,48 @@
+"""`type: openai`: any OpenAI-compatible server (OpenAI, Azure-style, vLLM, Ollama, Groq …).
+
+The request body goes upstream as the client sent it (model renamed, usage asked for
+on streams); the answer comes back byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+
+import orjson
+
+from gateway.config import ProviderConfig
+from gateway.providers.base import EventStream, UpstreamReply, UpstreamRequest
+from gateway.providers.http import HttpUpstream
+
+__all__ = ["OpenAIProvider"]
+
+
+class OpenAIProvider:
+    def __init__(self, config: ProviderConfig) -> None:
+        self.name = config.name
+        key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
+        self._http = HttpUpstream(
+            config.name,
+            config.base_url,
+            {"authorization": f"Bearer {key}"} if key else {},
+            config.timeout_s,
+            config.max_connections,
+        )
+
+    async def start(self) -> None:
+        await self._http.start()
+
+    async def close(self) -> None:
+        await self._http.close()
+
+    async def complete(self, request: UpstreamRequest) -> UpstreamReply:
+        status, content, content_type = await self._http.post(
+            "/" + request.endpoint, orjson.dumps(request.body), request.headers
+        )
+        return UpstreamReply(content=content, status=status, content_type=content_type)
+
+    async def open_stream(self, request: UpstreamRequest) -> EventStream:
+        headers = {**request.headers, "accept": "text/event-stream"}
+        return await self._http.open_sse(
+            "/" + request.endpoint, orjson.dumps(request.body), headers
+        )

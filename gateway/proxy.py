@@ -1,0 +1,207 @@
+"""The life of one proxied request, top to bottom.
+
+    authenticate (key → tenant)          tenancy.Authenticator
+    parse + validate the body            schemas.parse_request
+    route the model, check it is allowed providers.registry.ModelRouter
+    admit                                ratelimit.Limiter       (reserve)
+    input stage                          guards.ContentStages.on_request
+    upstream call                        providers.Provider.complete / open_stream
+    output stage                         on_response, or a StreamEdit per event
+    finish                               Limiter.settle + UsageSink.record, off the hot path
+
+Streams are relayed event by event as they arrive. The gateway always asks the
+upstream for the trailing usage chunk and drops it again when the client did not ask.
+After the first byte an upstream failure cannot change the status any more: the
+stream ends with one OpenAI-shaped error event. A client that disconnects cancels
+the upstream call; whatever usage was seen is still recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+import msgspec
+
+from gateway.call import Call
+from gateway.errors import GatewayError, ModelNotAllowed, UpstreamError, error_body
+from gateway.guards import ContentStages, StreamEdit
+from gateway.providers.base import Endpoint, EventStream, UpstreamRequest
+from gateway.providers.registry import ModelRouter
+from gateway.ratelimit import Limiter, Ticket
+from gateway.schemas import Usage, chunk_decoder, parse_request, reply_decoder
+from gateway.sse import data_of, encode
+from gateway.tasks import Tasks
+from gateway.tenancy import Authenticator, extract_key
+from gateway.usage import UsageSink, record_for
+
+__all__ = ["Proxy", "ProxyResponse"]
+
+log = logging.getLogger("railgate")
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+_STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+@dataclass(slots=True)
+class ProxyResponse:
+    """What the route sends: a complete body, or an event stream."""
+
+    status: int
+    media_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+    content: bytes = b""
+    events: AsyncIterator[bytes] | None = None
+
+
+class Proxy:
+    def __init__(
+        self,
+        auth: Authenticator,
+        router: ModelRouter,
+        limiter: Limiter,
+        stages: ContentStages,
+        sink: UsageSink,
+        tasks: Tasks,
+    ) -> None:
+        self.auth = auth
+        self.router = router
+        self.limiter = limiter
+        self.stages = stages
+        self.sink = sink
+        self.tasks = tasks
+
+    async def handle(
+        self, endpoint: Endpoint, raw: bytes, headers: Mapping[str, str], request_id: str
+    ) -> ProxyResponse:
+        caller = await self.auth.authenticate(
+            extract_key(headers.get("authorization"), headers.get("x-api-key"))
+        )
+        request = parse_request(endpoint, raw)
+        route = self.router.resolve(request.model)
+        if not caller.may_use(route.model.name):
+            raise ModelNotAllowed("This key may not use the requested model.", param="model")
+        call = Call(
+            request_id=request_id,
+            caller=caller,
+            route=route,
+            request=request,
+            trace_headers=_trace_headers(headers, request_id),
+            user=request.user or headers.get("x-railgate-user"),
+        )
+        ticket = await self.limiter.admit(call)
+        handed_off = False
+        try:
+            await self.stages.on_request(call)
+            upstream = self._upstream_request(call)
+            if request.stream:
+                events = await route.provider.open_stream(upstream)
+                handed_off = True
+                return ProxyResponse(
+                    status=200,
+                    media_type="text/event-stream",
+                    headers={**_STREAM_HEADERS, **ticket.headers},
+                    events=self._relay(call, ticket, events, self.stages.open_stream(call)),
+                )
+            reply = await route.provider.complete(upstream)
+            call.first_byte = time.perf_counter()
+            call.usage = _reply_usage(reply.content, route.provider.name)
+            reply = await self.stages.on_response(call, reply)
+            return ProxyResponse(
+                status=reply.status,
+                media_type=reply.content_type,
+                headers=ticket.headers,
+                content=reply.content,
+            )
+        except GatewayError as exc:
+            call.status, call.error = exc.status_code, exc.code
+            raise
+        finally:
+            if not handed_off:
+                self._finish(call, ticket)
+
+    def _upstream_request(self, call: Call) -> UpstreamRequest:
+        request = call.request
+        body = request.body
+        target = call.route.model.target
+        if body["model"] != target:
+            body["model"] = target
+        if request.stream:
+            options = body.get("stream_options")
+            body["stream_options"] = {**(options or {}), "include_usage": True}
+        return UpstreamRequest(
+            endpoint=request.endpoint, body=body, stream=request.stream, headers=call.trace_headers
+        )
+
+    async def _relay(
+        self, call: Call, ticket: Ticket, events: EventStream, edit: StreamEdit | None
+    ) -> AsyncIterator[bytes]:
+        wants_usage = call.request.wants_usage
+        try:
+            async for event in events:
+                if call.first_byte is None:
+                    call.first_byte = time.perf_counter()
+                data = data_of(event)
+                if data is not None and b'"usage"' in data:
+                    try:
+                        view = chunk_decoder.decode(data)
+                    except msgspec.DecodeError:
+                        view = None
+                    if view is not None:
+                        if view.usage is not None:
+                            call.usage = view.usage
+                        if not wants_usage and not view.choices:
+                            continue
+                if edit is None:
+                    yield event
+                else:
+                    for out in await edit.feed(event):
+                        yield out
+            if edit is not None:
+                for out in await edit.flush():
+                    yield out
+        except GatewayError as exc:
+            call.status, call.error = exc.status_code, exc.code
+            log.warning("stream ended early: %s", exc.code)
+            yield encode(error_body(exc.message, exc.type, exc.code))
+        except (asyncio.CancelledError, GeneratorExit):
+            call.status, call.error = 499, "client_disconnected"
+            raise
+        finally:
+            await events.aclose()
+            self._finish(call, ticket)
+
+    def _finish(self, call: Call, ticket: Ticket) -> None:
+        self.tasks.spawn(self._settle(call, ticket))
+
+    async def _settle(self, call: Call, ticket: Ticket) -> None:
+        await self.limiter.settle(ticket, call)
+        await self.sink.record(record_for(call))
+
+
+def _reply_usage(content: bytes, provider: str) -> Usage | None:
+    try:
+        return reply_decoder.decode(content).usage
+    except msgspec.ValidationError:
+        return None
+    except msgspec.DecodeError:
+        raise UpstreamError(f"Provider {provider!r} returned an invalid answer.") from None
+
+
+def _trace_headers(headers: Mapping[str, str], request_id: str) -> dict[str, str]:
+    """Forward a valid W3C `traceparent` (and its `tracestate`), else start a new trace."""
+    parent = headers.get("traceparent", "")
+    out = {"x-request-id": request_id}
+    if _TRACEPARENT.match(parent) and parent[3:35] != "0" * 32:
+        out["traceparent"] = parent
+        state = headers.get("tracestate")
+        if state:
+            out["tracestate"] = state
+    else:
+        out["traceparent"] = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    return out

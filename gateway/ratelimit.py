@@ -1,0 +1,43 @@
+"""Admission control seam: reserve before the upstream call, settle after it.
+
+The flow (tensorzero-style tickets): `admit(call)` reserves what the call may use and
+raises `RateLimited` when it must not run; `settle(ticket, call)` runs once the call
+has ended (answer, error or disconnect) and reconciles with the real usage. The
+Redis-backed limiter arrives with the rate-limit work; until then `Unlimited` admits all.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gateway.call import Call
+
+__all__ = ["Limiter", "Ticket", "Unlimited"]
+
+
+class Ticket(Protocol):
+    """What `admit()` reserved; opaque to the proxy."""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """`x-ratelimit-*` headers for the response."""
+
+
+class Limiter(Protocol):
+    async def admit(self, call: Call) -> Ticket:
+        """Runs after authentication and routing, before any guard or upstream call."""
+
+    async def settle(self, ticket: Ticket, call: Call) -> None:
+        """Runs exactly once per admitted call, after it ended, with `call.usage` filled in."""
+
+
+class _Open:
+    headers: dict[str, str] = {}
+
+
+class Unlimited:
+    async def admit(self, call: Call) -> Ticket:
+        return _Open()
+
+    async def settle(self, ticket: Ticket, call: Call) -> None:
+        return None

@@ -1,0 +1,107 @@
+"""`redis://` / `rediss://`: the store shared by every worker and replica.
+
+Key layout (`P` is the prefix, `rg` unless the URL says `?prefix=`):
+
+    P:tenants                 set of tenant ids
+    P:{<tenant>}:tenant       tenant record (JSON)
+    P:{<tenant>}:keys         hash key id -> key sha256
+    P:key:<sha256>            key record (JSON); the authentication lookup
+
+`{<tenant>}` is a Redis Cluster hash tag: everything of one tenant shares a slot,
+so later per-tenant Lua scripts touch a single slot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from gateway.store.base import ApiKey, DuplicateKey, Tenant
+
+__all__ = ["RedisStore", "split_prefix"]
+
+_tenant_dec = msgspec.json.Decoder(Tenant)
+_key_dec = msgspec.json.Decoder(ApiKey)
+_enc = msgspec.json.Encoder()
+
+
+def split_prefix(url: str) -> tuple[str, str]:
+    """Remove our `prefix` query parameter from a Redis URL; return (url, prefix)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((v for k, v in query if k == "prefix"), "rg")
+    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix or "rg"
+
+
+class RedisStore:
+    def __init__(self, client: aioredis.Redis, prefix: str = "rg") -> None:
+        self._r = client
+        self.prefix = prefix
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisStore:
+        bare, prefix = split_prefix(url)
+        client: aioredis.Redis = aioredis.Redis.from_url(
+            bare, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
+        )
+        return cls(client, prefix)
+
+    def _tenant(self, tenant_id: str) -> str:
+        return f"{self.prefix}:{{{tenant_id}}}:tenant"
+
+    def _tenant_keys(self, tenant_id: str) -> str:
+        return f"{self.prefix}:{{{tenant_id}}}:keys"
+
+    def _key(self, digest: str) -> str:
+        return f"{self.prefix}:key:{digest}"
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._r.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        await self._r.aclose()
+
+    async def put_tenant(self, tenant: Tenant) -> None:
+        await self._r.set(self._tenant(tenant.id), _enc.encode(tenant))
+        await self._r.sadd(f"{self.prefix}:tenants", tenant.id)
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        raw = await self._r.get(self._tenant(tenant_id))
+        return None if raw is None else _tenant_dec.decode(raw)
+
+    async def list_tenants(self) -> list[Tenant]:
+        ids = sorted(m.decode() for m in await self._r.smembers(f"{self.prefix}:tenants"))
+        found = [await self.get_tenant(i) for i in ids]
+        return [t for t in found if t is not None]
+
+    async def put_key(self, key: ApiKey) -> None:
+        if not await self._r.set(self._key(key.key_sha256), _enc.encode(key), nx=True):
+            raise DuplicateKey(key.id)
+        await self._r.hset(self._tenant_keys(key.tenant_id), key.id, key.key_sha256)
+
+    async def get_key(self, key_sha256: str) -> ApiKey | None:
+        raw = await self._r.get(self._key(key_sha256))
+        return None if raw is None else _key_dec.decode(raw)
+
+    async def list_keys(self, tenant_id: str) -> list[ApiKey]:
+        digests: dict[Any, Any] = await self._r.hgetall(self._tenant_keys(tenant_id))
+        found = [await self.get_key(d.decode()) for d in digests.values()]
+        return sorted((k for k in found if k is not None), key=lambda k: (k.created_at, k.id))
+
+    async def revoke_key(self, tenant_id: str, key_id: str, at: float) -> bool:
+        digest = await self._r.hget(self._tenant_keys(tenant_id), key_id)
+        if digest is None:
+            return False
+        key = await self.get_key(digest.decode())
+        if key is None:
+            return False
+        await self._r.set(self._key(key.key_sha256), _enc.encode(msgspec.structs.replace(key, revoked_at=at)))
+        return True

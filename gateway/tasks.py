@@ -1,0 +1,35 @@
+"""Background work that must not be lost to the garbage collector or to shutdown.
+
+`Tasks.spawn()` keeps a reference to each task until it ends; the app's lifespan
+drains the set on shutdown (bounded wait) so usage records are not dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+__all__ = ["Tasks"]
+
+log = logging.getLogger("railgate")
+
+
+class Tasks:
+    def __init__(self) -> None:
+        self._running: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._running.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._running.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("background task failed (%s)", type(task.exception()).__name__)
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        if self._running:
+            await asyncio.wait(list(self._running), timeout=timeout)

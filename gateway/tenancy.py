@@ -1,0 +1,78 @@
+"""Who is calling: key → (tenant, key), from the config file first, then the store.
+
+File tenants and keys (GitOps) are read once at start and win over the store for
+the same id. A key is refused (401) when it is unknown, revoked or expired, or when
+its tenant is unknown or disabled; the message never says which, nor echoes the key.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import dataclass
+
+from gateway.config import Settings
+from gateway.errors import AuthError
+from gateway.keys import hash_key
+from gateway.store.base import ApiKey, Store, Tenant
+
+__all__ = ["Authenticator", "Caller", "extract_key"]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The authenticated tenant and key of one request."""
+
+    tenant: Tenant
+    key: ApiKey
+
+    def may_use(self, model: str) -> bool:
+        allowed = self.tenant.models
+        return allowed is None or model in allowed
+
+
+def extract_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The key from `Authorization: Bearer …` or `x-api-key`, else None."""
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    if x_api_key and x_api_key.strip():
+        return x_api_key.strip()
+    return None
+
+
+class Authenticator:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self._store = store
+        self._tenants: dict[str, Tenant] = {}
+        self._keys: dict[str, ApiKey] = {}
+        for t in settings.tenants:
+            self._tenants[t.id] = Tenant(id=t.id, name=t.name, models=t.models)
+            for i, k in enumerate(t.keys):
+                digest = k.key_sha256.lower()
+                self._keys[digest] = ApiKey(
+                    id=f"cfg_{t.id}_{i}", tenant_id=t.id, key_sha256=digest, name=k.name
+                )
+
+    @property
+    def file_tenants(self) -> dict[str, Tenant]:
+        return self._tenants
+
+    async def tenant(self, tenant_id: str) -> Tenant | None:
+        return self._tenants.get(tenant_id) or await self._store.get_tenant(tenant_id)
+
+    async def authenticate(self, secret: str | None) -> Caller:
+        """Resolve a presented key; raise `AuthError` for anything but a usable key."""
+        if not secret:
+            raise AuthError("Missing API key. Send `Authorization: Bearer <key>`.")
+        digest = hash_key(secret)
+        key = self._keys.get(digest) or await self._store.get_key(digest)
+        if key is None or not hmac.compare_digest(key.key_sha256, digest):
+            raise AuthError("Invalid API key.")
+        if not key.usable(time.time()):
+            raise AuthError("Invalid API key.")
+        tenant = await self.tenant(key.tenant_id)
+        if tenant is None or tenant.disabled:
+            raise AuthError("Invalid API key.")
+        return Caller(tenant=tenant, key=key)

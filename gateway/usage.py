@@ -1,0 +1,90 @@
+"""Usage: one `UsageRecord` per call, priced in integer micro-USD, handed to a `UsageSink`.
+
+Prices are configured in USD per million tokens, which is exactly micro-USD per
+token, so `cost_micro_usd = prompt_tokens * input_price + completion_tokens * output_price`.
+Sinks must not block or fail the request: the proxy hands records over through
+`tasks.spawn()` after the answer has been sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.call import Call
+
+__all__ = ["LogSink", "UsageRecord", "UsageSink", "record_for"]
+
+log = logging.getLogger("railgate.usage")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    request_id: str
+    tenant_id: str
+    key_id: str
+    model: str
+    provider: str
+    endpoint: str
+    stream: bool
+    status: int
+    error: str | None
+    user: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_micro_usd: int
+    latency_ms: float
+    ttft_ms: float | None
+    timestamp: float
+
+
+class UsageSink(Protocol):
+    async def record(self, record: UsageRecord) -> None:
+        """Called once per finished call (success, error or disconnect), off the hot path."""
+
+
+class LogSink:
+    """Default sink: one debug line per call with ids, tokens and cost, never content."""
+
+    async def record(self, record: UsageRecord) -> None:
+        log.debug(
+            "usage request_id=%s tenant=%s key=%s model=%s status=%s tokens=%s/%s cost_micro_usd=%s",
+            record.request_id,
+            record.tenant_id,
+            record.key_id,
+            record.model,
+            record.status,
+            record.prompt_tokens,
+            record.completion_tokens,
+            record.cost_micro_usd,
+        )
+
+
+def record_for(call: Call) -> UsageRecord:
+    """Freeze a finished call into a priced record."""
+    now = time.perf_counter()
+    usage = call.usage
+    prompt = usage.prompt_tokens if usage else 0
+    completion = usage.completion_tokens if usage else 0
+    model = call.route.model
+    cost = round(prompt * model.input_price_per_mtok + completion * model.output_price_per_mtok)
+    return UsageRecord(
+        request_id=call.request_id,
+        tenant_id=call.caller.tenant.id,
+        key_id=call.caller.key.id,
+        model=model.name,
+        provider=call.route.provider.name,
+        endpoint=call.request.endpoint,
+        stream=call.request.stream,
+        status=call.status,
+        error=call.error,
+        user=call.user,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost_micro_usd=cost,
+        latency_ms=(now - call.started) * 1000,
+        ttft_ms=(call.first_byte - call.started) * 1000 if call.first_byte else None,
+        timestamp=time.time(),
+    )
