@@ -85,12 +85,12 @@ async def list_models(request: AnyRequest) -> Response[bytes]:
 
 
 @get("/v1/models/{model_id:path}")
-async def get_model(request: AnyRequest, model_id: str) -> Response[bytes]:
+async def get_model(request: AnyRequest) -> Response[bytes]:
     proxy = _proxy(request)
     caller = await proxy.auth.authenticate(
         extract_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
     )
-    name = model_id.lstrip("/")
+    name = str(request.path_params["model_id"]).lstrip("/")
     route = proxy.router.resolve(name)
     if not caller.may_use(route.model.name):
         raise NotFound("The model does not exist.", param="model", code="model_not_found")

@@ -1,0 +1,1 @@
+"""Upstream providers behind one interface (`base.Provider`), built by `registry`."""
