@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
@@ -53,7 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"railgate: invalid configuration at {exc.path}: {exc.reason}", file=sys.stderr)
         return 2
     if args.command == "config":
-        print(f"ok: {settings.source} ({len(settings.models)} models, {len(settings.tenants)} tenants)")
+        print(
+            f"ok: {settings.source} ({len(settings.models)} models, {len(settings.tenants)} tenants)"
+        )
         return 0
     if args.command == "keys":
         return asyncio.run(_create_key(settings, args.tenant, args.name, args.create_tenant))
@@ -68,7 +70,9 @@ async def _create_key(settings: Settings, tenant_id: str, name: str, create_tena
         )
         if not known:
             if not create_tenant:
-                print(f"railgate: unknown tenant {tenant_id!r} (use --create-tenant)", file=sys.stderr)
+                print(
+                    f"railgate: unknown tenant {tenant_id!r} (use --create-tenant)", file=sys.stderr
+                )
                 return 1
             await store.put_tenant(Tenant(id=tenant_id, name=tenant_id, created_at=time.time()))
         secret, record = new_key(tenant_id, name=name)
@@ -106,7 +110,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     store: Store = open_store(settings.store)
-    demo = asyncio.run(ensure_demo_tenant(settings, store))
+    demo = asyncio.run(_bootstrap(settings, store, ensure_demo_tenant))
     if demo:
         print(
             "railgate: no tenants yet, created tenant 'demo'. Its key (shown once):\n"
@@ -127,16 +131,28 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         "server_header": False,
     }
     if server.workers == 1:
+        # A memory store must be the very object the demo key went into; a Redis
+        # client was bound to the bootstrap's event loop, so the app opens its own.
         if not isinstance(store, MemoryStore):
-            asyncio.run(store.close())
             store = open_store(settings.store)
         app = asgi_app(create_app(settings, store=store))
-        uvicorn.Server(uvicorn.Config(app, **common)).run()  # type: ignore[arg-type]
+        uvicorn.Server(uvicorn.Config(app, **common)).run()
         return 0
-    asyncio.run(store.close())
     os.environ["RAILGATE_CONFIG"] = settings.source
-    uvicorn.run("gateway.asgi:app", factory=True, workers=server.workers, **common)  # type: ignore[arg-type]
+    uvicorn.run("gateway.asgi:app", factory=True, workers=server.workers, **common)
     return 0
+
+
+async def _bootstrap(
+    settings: Settings,
+    store: Store,
+    ensure: Callable[[Settings, Store], Awaitable[str | None]],
+) -> str | None:
+    try:
+        return await ensure(settings, store)
+    finally:
+        if not isinstance(store, MemoryStore):
+            await store.close()
 
 
 def _with_server(settings: Settings, overrides: dict[str, object]) -> Settings:

@@ -30,7 +30,7 @@ class RequestIdMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http":  # type: ignore[comparison-overlap]
             await self.app(scope, receive, send)
             return
         rid = b""
@@ -40,7 +40,7 @@ class RequestIdMiddleware:
                 break
         if not _sane(rid):
             rid = uuid.uuid4().hex.encode()
-        state: dict[str, Any] = scope.setdefault("state", {})  # type: ignore[typeddict-item]
+        state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = rid.decode()
 
         async def send_with_id(message: Message) -> None:

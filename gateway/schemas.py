@@ -128,7 +128,7 @@ def parse_request(endpoint: Endpoint, raw: bytes) -> ClientRequest:
         raise InvalidRequest("`messages` must be a non-empty list.", param="messages")
     if isinstance(typed, CompletionRequest) and typed.prompt is None:
         raise InvalidRequest("Missing required field `prompt`.", param="prompt")
-    if not typed.model:
+    if not typed.model:  # type: ignore[attr-defined]
         raise InvalidRequest("`model` must be a non-empty string.", param="model")
     return ClientRequest(endpoint=endpoint, typed=typed, body=body)  # type: ignore[arg-type]
 

@@ -15,6 +15,8 @@ __all__ = ["Tasks"]
 
 log = logging.getLogger("railgate")
 
+DRAIN_TIMEOUT_S = 5.0
+
 
 class Tasks:
     def __init__(self) -> None:
@@ -30,6 +32,7 @@ class Tasks:
         if not task.cancelled() and task.exception() is not None:
             log.warning("background task failed (%s)", type(task.exception()).__name__)
 
-    async def drain(self, timeout: float = 5.0) -> None:
+    async def drain(self) -> None:
+        """Wait (at most `DRAIN_TIMEOUT_S`) for pending tasks; called on shutdown."""
         if self._running:
-            await asyncio.wait(list(self._running), timeout=timeout)
+            await asyncio.wait(list(self._running), timeout=DRAIN_TIMEOUT_S)

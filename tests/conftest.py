@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 import redis
+
 from gateway.app import asgi_app, create_app
 from gateway.config import Settings, parse_settings
 from gateway.keys import hash_key
 from gateway.store import RedisStore
 from gateway.usage import UsageRecord
-
 from tests.fakes import FakeUpstream
 from tests.servers import ServerThread, free_port
 
@@ -26,8 +26,18 @@ KEY_LIMITED = "rg-test-limited-" + "b" * 40
 UPSTREAM_KEY_ENV = "TEST_UPSTREAM_KEY"
 UPSTREAM_KEY = "sk-upstream-secret"
 FAKE_MODELS = [
-    "tools", "slow", "drop", "hang", "garbage", "no-usage",
-    "status-400", "status-404", "status-422", "status-429", "status-500", "status-503",
+    "tools",
+    "slow",
+    "drop",
+    "hang",
+    "garbage",
+    "no-usage",
+    "status-400",
+    "status-404",
+    "status-422",
+    "status-429",
+    "status-500",
+    "status-503",
 ]
 
 
@@ -64,22 +74,43 @@ def gateway_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
         "store": "memory://",
         "providers": [
             {"name": "mock", "type": "mock"},
-            {"name": "up", "type": "openai", "base_url": upstream_url + "/v1",
-             "api_key_env": UPSTREAM_KEY_ENV, "timeout_s": 1.0},
-            {"name": "dead", "type": "openai", "base_url": f"http://127.0.0.1:{free_port()}/v1",
-             "timeout_s": 1.0},
+            {
+                "name": "up",
+                "type": "openai",
+                "base_url": upstream_url + "/v1",
+                "api_key_env": UPSTREAM_KEY_ENV,
+                "timeout_s": 1.0,
+            },
+            {
+                "name": "dead",
+                "type": "openai",
+                "base_url": f"http://127.0.0.1:{free_port()}/v1",
+                "timeout_s": 1.0,
+            },
         ],
         "models": [
             {"name": "mock-1", "provider": "mock"},
-            {"name": "gpt-test", "provider": "up", "upstream_model": "upstream-gpt",
-             "input_price_per_mtok": 2.5, "output_price_per_mtok": 10.0},
+            {
+                "name": "gpt-test",
+                "provider": "up",
+                "upstream_model": "upstream-gpt",
+                "input_price_per_mtok": 2.5,
+                "output_price_per_mtok": 10.0,
+            },
             {"name": "dead-model", "provider": "dead"},
             *({"name": m, "provider": "up"} for m in FAKE_MODELS),
         ],
         "tenants": [
-            {"id": "acme", "name": "Acme", "keys": [{"name": "ci", "key_sha256": hash_key(KEY_ACME)}]},
-            {"id": "limited", "models": ["mock-1"],
-             "keys": [{"name": "l", "key_sha256": hash_key(KEY_LIMITED)}]},
+            {
+                "id": "acme",
+                "name": "Acme",
+                "keys": [{"name": "ci", "key_sha256": hash_key(KEY_ACME)}],
+            },
+            {
+                "id": "limited",
+                "models": ["mock-1"],
+                "keys": [{"name": "l", "key_sha256": hash_key(KEY_LIMITED)}],
+            },
         ],
     }
     raw.update(overrides)

@@ -74,8 +74,14 @@ class FakeUpstream:
         model = str(request.get("model", ""))
         if model.startswith("status-"):
             status = int(model.removeprefix("status-"))
-            error = {"error": {"message": "upstream says no", "type": "invalid_request_error",
-                               "param": None, "code": "upstream_code"}}
+            error = {
+                "error": {
+                    "message": "upstream says no",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "upstream_code",
+                }
+            }
             extra = [(b"retry-after", b"7")] if status == 429 else []
             await _json(send, status, orjson.dumps(error), extra)
             return
@@ -89,16 +95,39 @@ class FakeUpstream:
             return
         await _json(send, 200, orjson.dumps(_answer(scope["path"], request, model)))
 
-    async def _stream(self, scope: Any, receive: Any, send: Any, request: dict[str, Any], model: str) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
-        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
-                "model": model, "system_fingerprint": "fp_fake", "x_upstream_extra": {"k": 1}}
+    async def _stream(
+        self, scope: Any, receive: Any, send: Any, request: dict[str, Any], model: str
+    ) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        base = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": model,
+            "system_fingerprint": "fp_fake",
+            "x_upstream_extra": {"k": 1},
+        }
         with_usage = bool((request.get("stream_options") or {}).get("include_usage"))
         if model == "tools":
             deltas: list[dict[str, Any]] = [
-                {"role": "assistant", "content": None, "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-                 "function": {"name": "get_weather", "arguments": ""}}]},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": ""},
+                        }
+                    ],
+                },
                 {"tool_calls": [{"index": 0, "function": {"arguments": '{"city":'}}]},
                 {"tool_calls": [{"index": 0, "function": {"arguments": '"Lagos"}'}}]},
             ]
@@ -110,8 +139,18 @@ class FakeUpstream:
             finish = "stop"
         usage_null = {"usage": None} if with_usage else {}
         for i, delta in enumerate(deltas):
-            chunk = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}], **usage_null}
-            await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
+            chunk = {
+                **base,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}],
+                **usage_null,
+            }
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"data: " + orjson.dumps(chunk) + b"\n\n",
+                    "more_body": True,
+                }
+            )
             await asyncio.sleep(0.01)
             if i == 1 and model == "drop":
                 raise RuntimeError("fake upstream drops the connection")
@@ -120,37 +159,91 @@ class FakeUpstream:
                     pass
                 self.disconnected.set()
                 return
-        final = {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}], **usage_null}
-        await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(final) + b"\n\n", "more_body": True})
+        final = {
+            **base,
+            "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}],
+            **usage_null,
+        }
+        await send(
+            {
+                "type": "http.response.body",
+                "body": b"data: " + orjson.dumps(final) + b"\n\n",
+                "more_body": True,
+            }
+        )
         if with_usage and model != "no-usage":
-            usage = {**base, "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}}
-            await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(usage) + b"\n\n", "more_body": True})
+            usage = {
+                **base,
+                "choices": [],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15},
+            }
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"data: " + orjson.dumps(usage) + b"\n\n",
+                    "more_body": True,
+                }
+            )
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
 
-async def _json(send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), *(extra or [])]})
+async def _json(
+    send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *(extra or [])],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 def _answer(path: str, request: dict[str, Any], model: str) -> dict[str, Any]:
-    usage = None if model == "no-usage" else {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}
+    usage = (
+        None
+        if model == "no-usage"
+        else {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}
+    )
     if path.endswith("/embeddings"):
-        return {"object": "list", "model": model, "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5]}],
-                "usage": {"prompt_tokens": 3, "total_tokens": 3}}
+        return {
+            "object": "list",
+            "model": model,
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5]}],
+            "usage": {"prompt_tokens": 3, "total_tokens": 3},
+        }
     if path.endswith("/completions") and not path.endswith("/chat/completions"):
-        return {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()), "model": model,
-                "choices": [{"index": 0, "text": "done", "finish_reason": "stop", "logprobs": None}], "usage": usage}
+        return {
+            "id": "cmpl-fake",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "text": "done", "finish_reason": "stop", "logprobs": None}],
+            "usage": usage,
+        }
     message: dict[str, Any] = {"role": "assistant", "content": "fake answer", "refusal": None}
     finish = "stop"
     if model == "tools":
-        message = {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Lagos"}'}}]}
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Lagos"}'},
+                }
+            ],
+        }
         finish = "tool_calls"
     return {
-        "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
-        "system_fingerprint": "fp_fake", "x_upstream_extra": {"nested": [1, 2, 3]},
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": "fp_fake",
+        "x_upstream_extra": {"nested": [1, 2, 3]},
         "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
         "usage": usage,
     }

@@ -13,7 +13,6 @@ transport exceptions.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -90,7 +89,7 @@ def map_upstream_errors(provider: str) -> Iterator[None]:
     """Translate transport exceptions into gateway errors, the most specific first."""
     try:
         yield
-    except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise UpstreamTimeout(f"Provider {provider!r} timed out.") from exc
     except aiohttp.ClientConnectorError as exc:
         raise UpstreamError(f"Provider {provider!r} is unreachable.") from exc

@@ -8,6 +8,7 @@ facts"). It stays behind this module: providers call `post()` and get bytes or e
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+
 import aiohttp
 
 from gateway.errors import UpstreamError, UpstreamStatus
@@ -114,4 +115,3 @@ class SseStream:
 
     async def aclose(self) -> None:
         self.response.close()
-

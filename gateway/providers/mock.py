@@ -150,7 +150,10 @@ class _MockStream:
             yield encode(orjson.dumps({**base, "choices": [choice]}))
             await asyncio.sleep(0)
         final: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
-        final.update({"delta": {}} if chat else {"text": ""})
+        if chat:
+            final["delta"] = {}
+        else:
+            final["text"] = ""
         yield encode(orjson.dumps({**base, "choices": [final]}))
         options = body.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from gateway.config import ModelRoute, ProviderConfig, Settings
 from gateway.errors import NotFound
+from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import Provider
 from gateway.providers.mock import MockProvider
 from gateway.providers.openai import OpenAIProvider
@@ -14,16 +15,10 @@ from gateway.providers.openai import OpenAIProvider
 __all__ = ["ModelRouter", "Route", "build_providers"]
 
 
-def _anthropic(config: ProviderConfig) -> Provider:
-    from gateway.providers.anthropic import AnthropicProvider
-
-    return AnthropicProvider(config)
-
-
 _FACTORIES: dict[str, Callable[[ProviderConfig], Provider]] = {
     "openai": OpenAIProvider,
     "mock": MockProvider,
-    "anthropic": _anthropic,
+    "anthropic": AnthropicProvider,
 }
 
 

@@ -78,7 +78,8 @@ class RedisStore:
         return None if raw is None else _tenant_dec.decode(raw)
 
     async def list_tenants(self) -> list[Tenant]:
-        ids = sorted(m.decode() for m in await self._r.smembers(f"{self.prefix}:tenants"))
+        members: set[bytes] = await self._r.smembers(f"{self.prefix}:tenants")  # type: ignore[assignment]
+        ids = sorted(m.decode() for m in members)
         found = [await self.get_tenant(i) for i in ids]
         return [t for t in found if t is not None]
 
@@ -97,11 +98,13 @@ class RedisStore:
         return sorted((k for k in found if k is not None), key=lambda k: (k.created_at, k.id))
 
     async def revoke_key(self, tenant_id: str, key_id: str, at: float) -> bool:
-        digest = await self._r.hget(self._tenant_keys(tenant_id), key_id)
+        digest: bytes | None = await self._r.hget(self._tenant_keys(tenant_id), key_id)  # type: ignore[assignment]
         if digest is None:
             return False
         key = await self.get_key(digest.decode())
         if key is None:
             return False
-        await self._r.set(self._key(key.key_sha256), _enc.encode(msgspec.structs.replace(key, revoked_at=at)))
+        await self._r.set(
+            self._key(key.key_sha256), _enc.encode(msgspec.structs.replace(key, revoked_at=at))
+        )
         return True
