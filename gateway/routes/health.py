@@ -22,7 +22,9 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
     store: Store = request.app.state.store
     ready = await store.ping()
     body = {"status": "ready" if ready else "unavailable", "store": ready, "config": True}
-    return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type="application/json")
+    return Response(
+        orjson.dumps(body), status_code=200 if ready else 503, media_type="application/json"
+    )
 
 
 routes = [healthz, readyz]

@@ -79,9 +79,7 @@ async def list_models(request: AnyRequest) -> Response[bytes]:
         for route in proxy.router.routes()
         if caller.may_use(route.model.name)
     ]
-    return Response(
-        orjson.dumps({"object": "list", "data": data}), media_type="application/json"
-    )
+    return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
 
 @get("/v1/models/{model_id:path}")
