@@ -82,6 +82,13 @@ def gateway_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
                 "timeout_s": 1.0,
             },
             {
+                "name": "anth",
+                "type": "anthropic",
+                "base_url": upstream_url + "/v1",
+                "api_key_env": UPSTREAM_KEY_ENV,
+                "timeout_s": 1.0,
+            },
+            {
                 "name": "dead",
                 "type": "openai",
                 "base_url": f"http://127.0.0.1:{free_port()}/v1",
@@ -98,6 +105,13 @@ def gateway_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
                 "output_price_per_mtok": 10.0,
             },
             {"name": "dead-model", "provider": "dead"},
+            {
+                "name": "claude-test",
+                "provider": "anth",
+                "upstream_model": "claude-upstream",
+                "input_price_per_mtok": 3.0,
+                "output_price_per_mtok": 15.0,
+            },
             *({"name": m, "provider": "up"} for m in FAKE_MODELS),
         ],
         "tenants": [

@@ -5,6 +5,7 @@ headers, body) and answers according to the requested model name, so one server
 serves every scenario at once:
 
     anything else      chat/completions/embeddings answer with extra unknown fields
+    (path /v1/messages) an Anthropic Messages answer or event stream
     tools              a tool call
     slow               waits `slow_s` before answering (time-out tests)
     drop               streams two chunks, then drops the connection
@@ -72,6 +73,9 @@ class FakeUpstream:
             self.received.append(Received(scope["path"], headers, body))
         request = orjson.loads(body)
         model = str(request.get("model", ""))
+        if scope["path"].endswith("/messages"):
+            await _anthropic(send, request)
+            return
         if model.startswith("status-"):
             status = int(model.removeprefix("status-"))
             error = {
@@ -247,3 +251,57 @@ def _answer(path: str, request: dict[str, Any], model: str) -> dict[str, Any]:
         "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
         "usage": usage,
     }
+
+
+ANTHROPIC_MESSAGE = {
+    "id": "msg_fake",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-upstream",
+    "content": [{"type": "text", "text": "bonjour"}],
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 9, "output_tokens": 2},
+}
+
+
+async def _anthropic(send: Any, request: dict[str, Any]) -> None:
+    if not request.get("stream"):
+        await _json(send, 200, orjson.dumps(ANTHROPIC_MESSAGE))
+        return
+    start = {
+        **ANTHROPIC_MESSAGE,
+        "content": [],
+        "stop_reason": None,
+        "usage": {"input_tokens": 9, "output_tokens": 1},
+    }
+    events: list[dict[str, Any]] = [
+        {"type": "message_start", "message": start},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "ping"},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "bon"}},
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": "jour"},
+        },
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": 2},
+        },
+        {"type": "message_stop"},
+    ]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/event-stream")],
+        }
+    )
+    for event in events:
+        data = b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+        await asyncio.sleep(0.005)
+    await send({"type": "http.response.body", "body": b"", "more_body": False})

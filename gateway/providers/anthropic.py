@@ -2,7 +2,7 @@
 
 Only `chat/completions` is served. The OpenAI request is translated into a
 `POST {base_url}/messages` body, and the answer back into a `chat.completion` or into
-`chat.completion.chunk` events (`anthropic_wire` holds the translation). Upstream 4xx
+`chat.completion.chunk` events (`anthropic_wire` and `anthropic_reply` hold the translation). Upstream 4xx
 answers keep their status and `Retry-After`, with the body in OpenAI's error shape;
 5xx (including 529 overloaded) become `UpstreamError`, as for any provider.
 """
@@ -18,13 +18,8 @@ import orjson
 
 from gateway.config import ProviderConfig
 from gateway.errors import InvalidRequest, UpstreamError, UpstreamStatus
-from gateway.providers.anthropic_wire import (
-    ANTHROPIC_VERSION,
-    StreamTranslator,
-    from_message,
-    openai_error_body,
-    to_messages_request,
-)
+from gateway.providers.anthropic_reply import StreamTranslator, from_message, openai_error_body
+from gateway.providers.anthropic_wire import ANTHROPIC_VERSION, to_messages_request
 from gateway.providers.base import EventStream, UpstreamReply, UpstreamRequest
 from gateway.providers.http import HttpUpstream, SseStream
 

@@ -15,14 +15,13 @@ from anthropic.types import Message, RawMessageStreamEvent
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from gateway.errors import InvalidRequest, UpstreamError
-from gateway.providers.anthropic_wire import (
-    DEFAULT_MAX_TOKENS,
+from gateway.providers.anthropic_reply import (
     StreamTranslator,
     finish_reason,
     from_message,
     openai_error_body,
-    to_messages_request,
 )
+from gateway.providers.anthropic_wire import DEFAULT_MAX_TOKENS, to_messages_request
 from gateway.sse import DONE, data_of, encode
 
 _EVENT = pydantic.TypeAdapter(RawMessageStreamEvent)
