@@ -121,6 +121,9 @@ class Proxy:
         except GatewayError as exc:
             call.status, call.error = exc.status_code, exc.code
             raise
+        except asyncio.CancelledError:
+            call.status, call.error = 499, "client_disconnected"
+            raise
         finally:
             if not handed_off:
                 self._finish(call, ticket)

@@ -30,6 +30,7 @@ FAKE_MODELS = [
     "slow",
     "drop",
     "hang",
+    "hang-json",
     "garbage",
     "no-usage",
     "status-400",

@@ -10,6 +10,7 @@ serves every scenario at once:
     slow               waits `slow_s` before answering (time-out tests)
     drop               streams two chunks, then drops the connection
     hang               streams two chunks, then waits until the client goes away
+    hang-json          (not streamed) waits until the client goes away
     status-<NNN>       answers NNN with an OpenAI error body
     garbage            answers 200 with a body that is not JSON
     no-usage           answers without a usage object (stream ignores include_usage)
@@ -91,6 +92,11 @@ class FakeUpstream:
             return
         if model == "garbage":
             await _json(send, 200, b"<html>not json</html>")
+            return
+        if model == "hang-json":
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            self.disconnected.set()
             return
         if model == "slow":
             await asyncio.sleep(self.slow_s)

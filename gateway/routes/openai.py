@@ -9,6 +9,7 @@ import orjson
 from litestar import Request, Response, get, post
 from litestar.response import Stream
 
+from gateway.disconnect import run_until_disconnect
 from gateway.errors import NotFound
 from gateway.providers.base import Endpoint
 from gateway.proxy import Proxy, ProxyResponse
@@ -43,10 +44,8 @@ def _render(answer: ProxyResponse) -> Response[bytes] | Stream:
 
 async def _forward(request: AnyRequest, endpoint: Endpoint) -> Response[bytes] | Stream:
     raw = await request.body()
-    answer = await _proxy(request).handle(
-        endpoint, raw, request.headers, request_id_of(request.scope)
-    )
-    return _render(answer)
+    work = _proxy(request).handle(endpoint, raw, request.headers, request_id_of(request.scope))
+    return _render(await run_until_disconnect(request.receive, work))
 
 
 @post("/v1/chat/completions", status_code=200)

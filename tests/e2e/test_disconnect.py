@@ -53,3 +53,23 @@ async def test_chunks_arrive_before_the_stream_ends(gateway, fresh_upstream):
                 break
         assert time.monotonic() - started < 2
         assert b'"content":"one "' in seen
+
+
+async def test_non_streamed_call_is_cancelled_when_the_client_leaves(gateway, fresh_upstream):
+    rid = f"disc-json-{uuid.uuid4().hex}"
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=0.5)) as http:
+        try:
+            await http.post(
+                gateway.v1 + "/chat/completions",
+                headers={"authorization": f"Bearer {KEY_ACME}", "x-request-id": rid},
+                json={"model": "hang-json", "messages": [{"role": "user", "content": "x"}]},
+            )
+        except httpx.ReadTimeout:
+            pass
+        else:
+            raise AssertionError("the fake upstream should never answer")
+    assert await asyncio.to_thread(fresh_upstream.disconnected.wait, 5), (
+        "upstream call not cancelled"
+    )
+    record = gateway.sink.wait_for(rid)
+    assert record.status == 499 and record.error == "client_disconnected"
