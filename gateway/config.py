@@ -158,8 +158,8 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str] | None = None) ->
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
-        message, _, path = str(exc).rpartition(" - at `")
-        if path:
+        message, sep, path = str(exc).rpartition(" - at `")
+        if sep:
             raise ConfigError(path.rstrip("`"), message) from exc
         raise ConfigError("$", str(exc)) from exc
     settings = _drop_disabled_providers(settings, env)
@@ -173,7 +173,17 @@ def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
             continue
         parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
         if parts:
-            _set_path(raw, parts, yaml.safe_load(value) if value else value, name)
+            _set_path(raw, parts, _env_value(value), name)
+
+
+def _env_value(value: str) -> Any:
+    """A YAML scalar (`9000` → int, `true` → bool); text that is not YAML stays a string."""
+    if not value:
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
 
 
 def _set_path(node: Any, parts: list[str], value: Any, origin: str) -> None:
@@ -197,7 +207,9 @@ def _set_path(node: Any, parts: list[str], value: Any, origin: str) -> None:
 
 def _drop_disabled_providers(settings: Settings, env: Mapping[str, str]) -> Settings:
     disabled = {
-        p.name for p in settings.providers if p.optional and p.api_key_env and not env.get(p.api_key_env)
+        p.name
+        for p in settings.providers
+        if p.optional and p.api_key_env and not env.get(p.api_key_env)
     }
     if not disabled:
         return settings
@@ -230,7 +242,9 @@ def _check(settings: Settings, env: Mapping[str, str]) -> None:
         if p.type != "mock" and not p.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"{at}.base_url", "must be an http:// or https:// URL")
         if p.api_key_env and not env.get(p.api_key_env):
-            raise ConfigError(f"{at}.api_key_env", f"environment variable {p.api_key_env} is not set")
+            raise ConfigError(
+                f"{at}.api_key_env", f"environment variable {p.api_key_env} is not set"
+            )
         if p.timeout_s <= 0:
             raise ConfigError(f"{at}.timeout_s", "must be positive")
         if p.max_connections < 1:

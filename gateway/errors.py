@@ -145,6 +145,7 @@ class UpstreamStatus(GatewayError):
     def __init__(self, status: int, content: bytes, content_type: str) -> None:
         super().__init__(f"upstream answered {status}")
         self.status = status
+        self.status_code = status  # type: ignore[misc]  # what the client gets, and usage records
         self.content = content
         self.content_type = content_type
 
@@ -164,7 +165,9 @@ class UpstreamTimeout(GatewayError):
 
 
 def error_body(message: str, type_: str, code: str, param: str | None = None) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+    return orjson.dumps(
+        {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    )
 
 
 def _request_id_header(request: Request[Any, Any, Any]) -> dict[str, str]:
@@ -203,7 +206,9 @@ def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
         MethodNotAllowed: "Method not allowed for this path.",
         PayloadTooLarge: "Request body is too large.",
     }
-    error = kind(messages.get(kind, "Invalid request." if exc.status_code < 500 else "Internal error."))
+    error = kind(
+        messages.get(kind, "Invalid request." if exc.status_code < 500 else "Internal error.")
+    )
     response = _gateway_error(request, error)
     if exc.status_code >= 400 and exc.status_code not in _HTTP_MAP and exc.status_code < 500:
         response.status_code = exc.status_code

@@ -8,6 +8,7 @@ multi-modal parts … pass through untouched.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,24 +107,52 @@ class ClientRequest:
         return self.typed.user
 
 
+_TOO_DEEP = "Request body is nested too deeply."
+_MAX_FORWARD_DEPTH = 250
+"""Fewer opening brackets than this cannot reach orjson's encoding depth limit (254)."""
+_MISSING = re.compile(r"^Object missing required field `(.+)`$")
+
+
+def _param_of(error: str) -> tuple[str, str | None]:
+    """(reason, field path) from a msgspec message such as
+    "Object missing required field `role` - at `$.messages[0]`" → `messages[0].role`."""
+    reason, sep, at = error.rpartition(" - at `")
+    if not sep:
+        reason, at = error, "$`"
+    path = at.removesuffix("`")
+    missing = _MISSING.match(reason)
+    if missing:
+        path = f"{path}.{missing.group(1)}"
+    return reason, path.removeprefix("$").removeprefix(".") or None
+
+
 def parse_request(endpoint: Endpoint, raw: bytes) -> ClientRequest:
     """Validate `raw` for `endpoint`; raise `InvalidRequest` naming the bad field."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise InvalidRequest("Request body is not valid JSON.") from None
+    except RecursionError:
+        raise InvalidRequest(_TOO_DEEP) from None
     if not isinstance(body, dict):
         raise InvalidRequest("Request body must be a JSON object.")
     if "model" not in body:
         raise InvalidRequest("Missing required field `model`.", param="model")
+    if raw.count(b"[") + raw.count(b"{") >= _MAX_FORWARD_DEPTH:
+        # Only bodies that could be that deep pay for the check (a C-speed re-encode).
+        try:
+            orjson.dumps(body)
+        except orjson.JSONEncodeError:
+            raise InvalidRequest(_TOO_DEEP) from None
     try:
         typed = _DECODERS[endpoint].decode(raw)
     except msgspec.ValidationError as exc:
-        reason, _, path = str(exc).rpartition(" - at `")
-        param = path.rstrip("`").removeprefix("$.") if path else None
-        raise InvalidRequest(f"Invalid request: {reason or exc}.", param=param) from None
+        reason, param = _param_of(str(exc))
+        raise InvalidRequest(f"Invalid request: {reason}.", param=param) from None
     except msgspec.DecodeError:
         raise InvalidRequest("Request body is not valid JSON.") from None
+    except RecursionError:
+        raise InvalidRequest(_TOO_DEEP) from None
     if isinstance(typed, ChatCompletionRequest) and not typed.messages:
         raise InvalidRequest("`messages` must be a non-empty list.", param="messages")
     if isinstance(typed, CompletionRequest) and typed.prompt is None:

@@ -19,8 +19,10 @@ async def split_events(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
     """
     buffer = b""
     async for chunk in chunks:
+        # A CR that ended the previous chunk may pair with an LF that starts this one.
+        pending_cr = buffer.endswith(b"\r")
         buffer += chunk
-        if b"\r" in chunk:
+        if pending_cr or b"\r" in chunk:
             buffer = buffer.replace(b"\r\n", b"\n")
         while True:
             cut = buffer.find(b"\n\n")
