@@ -71,7 +71,7 @@ def create_app(
     return Litestar(
         route_handlers=[*openai.routes, *health.routes],
         lifespan=[lifespan],
-        exception_handlers=exception_handlers,  # type: ignore[arg-type]
+        exception_handlers=exception_handlers,
         request_max_body_size=settings.server.max_body_bytes,
         openapi_config=OpenAPIConfig(title="Railgate", version="0.1.0", path="/openapi"),
         state=State({"settings": settings, "store": store, "proxy": proxy}),

@@ -162,9 +162,8 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str] | None = None) ->
         if sep:
             raise ConfigError(path.rstrip("`"), message) from exc
         raise ConfigError("$", str(exc)) from exc
-    settings = _drop_disabled_providers(settings, env)
     _check(settings, env)
-    return settings
+    return _drop_disabled_providers(settings, env)
 
 
 def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
@@ -172,7 +171,9 @@ def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
         if not name.startswith(ENV_PREFIX) or name == "RAILGATE_CONFIG":
             continue
         parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
-        if parts:
+        # Only variables naming a top-level setting are overrides, so other RAILGATE_*
+        # variables (secrets such as an admin key) never trip the unknown-field check.
+        if parts and parts[0] in Settings.__struct_fields__:
             _set_path(raw, parts, _env_value(value), name)
 
 
@@ -241,7 +242,7 @@ def _check(settings: Settings, env: Mapping[str, str]) -> None:
         providers.add(p.name)
         if p.type != "mock" and not p.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"{at}.base_url", "must be an http:// or https:// URL")
-        if p.api_key_env and not env.get(p.api_key_env):
+        if p.api_key_env and not p.optional and not env.get(p.api_key_env):
             raise ConfigError(
                 f"{at}.api_key_env", f"environment variable {p.api_key_env} is not set"
             )

@@ -15,19 +15,11 @@ from typing import Any, TypeVar
 
 from litestar.types import Receive
 
-from gateway.errors import GatewayError
+from gateway.errors import ClientDisconnected
 
-__all__ = ["ClientDisconnected", "run_until_disconnect"]
+__all__ = ["run_until_disconnect"]
 
 T = TypeVar("T")
-
-
-class ClientDisconnected(GatewayError):
-    """The client closed the connection before the answer was ready (nginx's 499)."""
-
-    status_code = 499
-    type = "client_error"
-    code = "client_disconnected"
 
 
 async def _disconnected(receive: Receive) -> None:

@@ -11,11 +11,14 @@
     ├── RateLimited               429 rate_limit_exceeded (+ Retry-After)
     ├── UpstreamError             502 upstream_error
     ├── UpstreamStatus            <upstream 4xx> body passed through unchanged
+    ├── ClientDisconnected        499 client_disconnected (the client is gone; for records)
     ├── GuardUnavailable          503 guard_unavailable
     └── UpstreamTimeout           504 upstream_timeout
 
 Every error renders as `{"error": {"message", "type", "param", "code"}}`. Messages
-are written by us and never quote prompts, answers, keys or upstream bodies.
+are written by us and never quote prompts, answers or keys. The one exception is
+`UpstreamStatus`: a provider's own 4xx answer goes to the client as the provider sent
+it (it may quote the client's own input back to it); it is never logged.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from typing import Any, ClassVar
 import orjson
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
+from litestar.types import ExceptionHandlersMap
 
 __all__ = [
     "AuthError",
+    "ClientDisconnected",
     "ContentBlocked",
     "GatewayError",
     "GuardUnavailable",
@@ -150,6 +155,15 @@ class UpstreamStatus(GatewayError):
         self.content_type = content_type
 
 
+class ClientDisconnected(GatewayError):
+    """The client closed the connection before the answer was ready (nginx's 499)."""
+
+    status_code = 499
+    type = "client_error"
+    code = "client_disconnected"
+    log_level = logging.DEBUG
+
+
 class GuardUnavailable(GatewayError):
     status_code = 503
     type = "server_error"
@@ -220,7 +234,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
     return _gateway_error(request, GatewayError("Internal error."))
 
 
-exception_handlers: dict[type[Exception], Any] = {
+exception_handlers: ExceptionHandlersMap = {
     GatewayError: _gateway_error,
     HTTPException: _http_exception,
     Exception: _unexpected,

@@ -83,6 +83,9 @@ class HttpUpstream:
                 finally:
                     resp.release()
                 _raise_for_status(self.provider, resp, content)
+            if not resp.headers.get("content-type", "").startswith("text/event-stream"):
+                resp.close()
+                raise UpstreamError(f"Provider {self.provider!r} did not answer with a stream.")
         return SseStream(self.provider, resp)
 
 

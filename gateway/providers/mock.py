@@ -37,7 +37,9 @@ def _text_of(content: Any) -> str:
         return content
     if isinstance(content, list):
         return " ".join(
-            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
+            p["text"]
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
         )
     return ""
 
@@ -165,7 +167,8 @@ class _MockStream:
 def _embeddings(body: dict[str, Any]) -> dict[str, Any]:
     raw = body.get("input", "")
     inputs = [raw] if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else list(raw)
-    dims = body.get("dimensions") or 16
+    dims = body.get("dimensions")
+    dims = 16 if dims is None else dims
     if not isinstance(dims, int) or not 1 <= dims <= 4096:
         raise InvalidRequest("`dimensions` must be between 1 and 4096.", param="dimensions")
     data = []

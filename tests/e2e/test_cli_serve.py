@@ -110,8 +110,9 @@ def test_newcomer_gets_a_demo_key_and_an_answer(served):
 def test_two_workers_share_a_redis_store():
     prefix = f"rgtest-{uuid.uuid4().hex[:12]}"
     env = _env() | {"RAILGATE_STORE": f"{REDIS_URL}?prefix={prefix}"}
-    proc, url, key = _start(["--workers", "2"], env)
+    proc = None
     try:
+        proc, url, key = _start(["--workers", "2"], env)
         assert key.startswith("rg-")
         with OpenAI(base_url=url + "/v1", api_key=key, max_retries=0) as client:
             for _ in range(6):  # spread over both workers; each must know the key
@@ -120,10 +121,12 @@ def test_two_workers_share_a_redis_store():
                 ).choices
         # a second start finds the demo tenant and prints no new key
         _stop(proc)
+        proc = None
         proc, url, again = _start(["--workers", "2"], env)
         assert again == ""
     finally:
-        _stop(proc)
+        if proc is not None:
+            _stop(proc)
         client_ = redis.Redis.from_url(REDIS_URL)
         stored = list(client_.scan_iter(match=f"{prefix}:*"))
         assert not any(

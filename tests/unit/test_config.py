@@ -466,3 +466,37 @@ def test_cli_bad_config_for_keys_create(tmp_path: Path, capsys: pytest.CaptureFi
     path = write(tmp_path, config(store="mysql://x"))
     assert main(["keys", "create", "--tenant", "x", "--config", str(path)]) == 2
     assert "$.store" in capsys.readouterr().err
+
+
+def test_other_railgate_variables_are_not_overrides(tmp_path: Path) -> None:
+    """Secrets such as a future admin key share the prefix but name no top-level setting."""
+    path = tmp_path / "c.yaml"
+    path.write_text("store: memory://\n")
+    settings = load_settings(
+        path, env={"RAILGATE_ADMIN_KEY": "s3cret", "RAILGATE_STORE": "redis://h:1/0"}
+    )
+    assert settings.store == "redis://h:1/0"
+
+
+def test_tenant_may_list_a_model_of_a_provider_switched_off(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "providers:\n"
+        "  - {name: mock, type: mock}\n"
+        "  - {name: openai, type: openai, base_url: 'https://api.openai.com/v1',"
+        " api_key_env: OPENAI_API_KEY, optional: true}\n"
+        "models:\n"
+        "  - {name: mock-1, provider: mock}\n"
+        "  - {name: gpt-4o-mini, provider: openai}\n"
+        "tenants:\n"
+        "  - {id: acme, models: [mock-1, gpt-4o-mini]}\n"
+    )
+    off = load_settings(path, env={})
+    assert [m.name for m in off.models] == ["mock-1"]
+    assert off.tenants[0].models == ("mock-1", "gpt-4o-mini")
+    on = load_settings(path, env={"OPENAI_API_KEY": "sk-x"})
+    assert [m.name for m in on.models] == ["mock-1", "gpt-4o-mini"]
+    path.write_text(path.read_text().replace("[mock-1, gpt-4o-mini]", "[mock-1, gpt-5-typo]"))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert info.value.path == "$.tenants[0].models[1]"
