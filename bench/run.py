@@ -1,0 +1,487 @@
+"""Side-by-side throughput benchmark: direct upstream vs. the floor proxy vs. Railgate.
+
+Starts nginx as an instant fake OpenAI upstream, then each proxy in turn pinned to
+core 0, drives it with wrk pinned to core 1, and prints a markdown table with the
+Railgate/floor throughput ratio. Every process it starts is stopped on exit.
+See bench/README.md.
+"""
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from floor import BENCH_KEY
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+TARGETS = ("upstream", "floor", "railgate")
+PROXY_CORE, LOAD_CORE = "0", "1"
+UPSTREAM_KEY = "sk-bench-upstream-0000000000000000"
+APT_COMMAND = ["apt-get", "install", "-y", "--no-install-recommends", "wrk", "nginx"]
+GOAL_RATIO = 0.5
+CHAT_PATH = "/v1/chat/completions"
+ANSWER = (
+    '{"id":"chatcmpl-bench0001","object":"chat.completion","created":1733300000,'
+    '"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant",'
+    '"content":"Top issues: duplicate charges, failed card updates, late invoices."},'
+    '"logprobs":null,"finish_reason":"stop"}],'
+    '"usage":{"prompt_tokens":231,"completion_tokens":14,"total_tokens":245}}'
+)
+NGINX_CONF = """\
+{user}worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_timeout 75s;
+    keepalive_requests 100000000;
+    client_body_buffer_size 64k;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location = {chat_path} {{
+            default_type application/json;
+            return 200 '{answer}';
+        }}
+        location = /healthz {{
+            default_type application/json;
+            return 200 '{{"ok":true}}';
+        }}
+    }}
+}}
+"""
+RAILGATE_CONFIG = """\
+server: {{host: 127.0.0.1, port: {port}, workers: 1}}
+store: memory://
+providers:
+  - {{name: up, type: openai, base_url: "{upstream}/v1", api_key_env: BENCH_UPSTREAM_KEY}}
+models:
+  - {{name: bench-model, provider: up}}
+tenants:
+  - id: bench
+    keys: [{{name: bench, key_sha256: "{key_sha256}"}}]
+"""
+
+
+@dataclass
+class Result:
+    target: str
+    concurrency: int
+    round: int
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    proxy_cpu_ms_per_req: float | None
+    nginx_cpu_ms_per_req: float
+    other_cpu_pct: float
+    errors: dict[str, int]
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """utime+stime of `root` and its live descendants, plus its reaped children."""
+    stats: dict[int, list[str]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                text = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            stats[int(entry.name)] = text[text.rindex(")") + 2 :].split()  # fields after comm
+    ticks, todo, seen = 0, [root], set()
+    while todo:
+        pid = todo.pop()
+        seen.add(pid)
+        fields = stats.get(pid)
+        if fields is not None:  # fields[1] = ppid, [11:15] = utime stime cutime cstime
+            ticks += sum(int(f) for f in fields[11:15])
+            todo += [p for p, f in stats.items() if int(f[1]) == pid and p not in seen]
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class Processes:
+    """Background processes, each in its own session so its whole group can be stopped."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.running: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self, name: str, cmd: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        log_file = (self.workdir / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        log_file.close()
+        self.running.append(proc)
+        return proc
+
+    def log_tail(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)  # the group id is the pid of the process we started
+            try:
+                proc.wait(grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        if proc in self.running:
+            self.running.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.running[:]):
+            self.stop(proc)
+
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
+
+
+def http(url: str, body: bytes | None = None, key: str | None = None) -> tuple[int, bytes]:
+    headers = {"content-type": "application/json"}
+    if key is not None:
+        headers["authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(url, data=body, headers=headers)
+    try:
+        with _NO_PROXY.open(request, timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_healthy(procs: Processes, name: str, proc: subprocess.Popen[bytes], base: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{procs.log_tail(name)}")
+        try:
+            if http(base + "/healthz")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{name} not healthy after 60 s:\n{procs.log_tail(name)}")
+
+
+def smoke_test(name: str, base: str, check_auth: bool) -> None:
+    """One real request must succeed (with usage) and, behind a proxy, a bad key must not."""
+    body = json.dumps({"model": "bench-model", "messages": [{"role": "user", "content": "hi"}]})
+    status, answer = http(base + CHAT_PATH, body.encode(), BENCH_KEY)
+    if status != 200 or "usage" not in json.loads(answer):
+        raise RuntimeError(f"{name}: smoke request got {status}: {answer[:300]!r}")
+    if check_auth and http(base + CHAT_PATH, body.encode(), "rg-wrong")[0] != 401:
+        raise RuntimeError(f"{name}: a wrong key was not refused with 401")
+
+
+def run_wrk(base: str, connections: int, seconds: int) -> dict[str, Any]:
+    cmd = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
+    cmd += ["--timeout", "10s", "--latency", "-s", str(BENCH_DIR / "post.lua"), base + CHAT_PATH]
+    env = {**os.environ, "BENCH_KEY": BENCH_KEY}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 30)
+    for line in out.stdout.splitlines():
+        if line.startswith("BENCH_RESULT "):
+            result: dict[str, Any] = json.loads(line.removeprefix("BENCH_RESULT "))
+            return result
+    raise RuntimeError(f"wrk gave no result (exit {out.returncode}):\n{out.stdout}{out.stderr}")
+
+
+def machine_busy_seconds() -> float:
+    """Busy CPU time of the whole machine, without interrupts (mostly our loopback traffic)."""
+    user, nice, system, _idle, _iowait, _irq, _softirq, steal = map(
+        int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    return (user + nice + system + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(proxy_pid: int | None, nginx_pid: int) -> tuple[float, float, float, float]:
+    """CPU seconds so far of: the proxy tree, nginx, our reaped children (wrk), the machine."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (
+        tree_cpu_seconds(proxy_pid) if proxy_pid else 0.0,
+        tree_cpu_seconds(nginx_pid),
+        children.ru_utime + children.ru_stime,
+        machine_busy_seconds(),
+    )
+
+
+def measure(
+    target: str,
+    base: str,
+    pids: tuple[int | None, int],
+    connections: int,
+    rnd: int,
+    seconds: int,
+    warmup: int,
+) -> Result:
+    """One wrk run after a discarded warm-up; `pids` are the proxy (None: no proxy) and nginx."""
+    run_wrk(base, connections, warmup)
+    before = cpu_snapshot(*pids)
+    raw = run_wrk(base, connections, seconds)
+    proxy, nginx, wrk, machine = (a - b for a, b in zip(cpu_snapshot(*pids), before, strict=True))
+    n, elapsed = max(raw["requests"], 1), raw["duration_us"] / 1e6
+    result = Result(
+        target=target,
+        concurrency=connections,
+        round=rnd,
+        requests=raw["requests"],
+        seconds=elapsed,
+        rps=raw["requests"] / elapsed,
+        p50_ms=raw["p50_us"] / 1000,
+        p99_ms=raw["p99_us"] / 1000,
+        proxy_cpu_ms_per_req=proxy * 1000 / n if pids[0] else None,
+        nginx_cpu_ms_per_req=nginx * 1000 / n,
+        other_cpu_pct=max(machine - proxy - nginx - wrk, 0.0) * 100 / elapsed,
+        errors={k: v for k, v in raw["errors"].items() if v},
+    )
+    log(f"round {rnd} {target} c={connections}: {result.rps:,.0f} req/s {result.errors}")
+    return result
+
+
+def start_nginx(procs: Processes, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
+    conf = NGINX_CONF.format(user=user, dir=workdir, port=port, chat_path=CHAT_PATH, answer=ANSWER)
+    (workdir / "nginx.conf").write_text(conf)
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    cmd = ["taskset", "-c", LOAD_CORE, nginx, "-p", str(workdir), "-c", "nginx.conf"]
+    proc = procs.start("nginx", [*cmd, "-e", str(workdir / "nginx-error.log")])
+    base = f"http://127.0.0.1:{port}"
+    wait_healthy(procs, "nginx", proc, base)
+    return proc, base
+
+
+def start_proxy(
+    procs: Processes, target: str, upstream: str, workdir: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAILGATE_", "OTEL_"))}
+    if target == "floor":
+        cmd = [sys.executable, str(BENCH_DIR / "floor.py"), str(port), upstream + "/v1"]
+    else:
+        config = workdir / "railgate.yaml"
+        key_sha256 = hashlib.sha256(BENCH_KEY.encode()).hexdigest()
+        config.write_text(
+            RAILGATE_CONFIG.format(port=port, upstream=upstream, key_sha256=key_sha256)
+        )
+        cmd = [railgate_command(), "serve", "--config", str(config), "--port", str(port)]
+        env["BENCH_UPSTREAM_KEY"] = UPSTREAM_KEY
+    proc = procs.start(target, ["taskset", "-c", PROXY_CORE, *cmd], env)
+    base = f"http://127.0.0.1:{port}"
+    wait_healthy(procs, target, proc, base)
+    smoke_test(target, base, check_auth=True)
+    return proc, base
+
+
+def railgate_command() -> str:
+    beside_python = Path(sys.executable).parent / "railgate"
+    return str(beside_python) if beside_python.exists() else shutil.which("railgate") or ""
+
+
+def ensure_tools(install: bool, targets: list[str]) -> None:
+    missing = [
+        t for t in ("wrk", "nginx") if not (shutil.which(t) or Path("/usr/sbin", t).exists())
+    ]
+    if missing and install:
+        log(f"installing {missing}: {' '.join(APT_COMMAND)}")
+        subprocess.run(
+            APT_COMMAND,
+            check=True,
+            timeout=600,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+        missing = []
+    if missing:
+        sys.exit(f"missing {', '.join(missing)}; run: {' '.join(APT_COMMAND)} (or pass --install)")
+    if "railgate" in targets and not railgate_command():
+        pip = [sys.executable, "-m", "pip", "install", "-e", str(REPO)]
+        if not (install and (REPO / "gateway" / "cli.py").exists()):
+            sys.exit(f"railgate is not installed; run: {' '.join(pip)} (or pass --install)")
+        subprocess.run(pip, check=True, timeout=600)
+
+
+def machine_facts() -> dict[str, str]:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")),
+        "?",
+    )
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10)
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "wrk": wrk.stdout.split("\n")[0].strip(),
+        "loadavg before": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+    }
+
+
+def medians(results: list[Result]) -> list[Result]:
+    """Per target and concurrency, the round with the median throughput."""
+    groups: dict[tuple[str, int], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.target, r.concurrency), []).append(r)
+    return [sorted(rs, key=lambda r: r.rps)[len(rs) // 2] for rs in groups.values()]
+
+
+def ratios(results: list[Result]) -> dict[int, list[float]]:
+    """Railgate/floor throughput per concurrency, one ratio per round."""
+    rps = {(r.target, r.concurrency, r.round): r.rps for r in results}
+    out: dict[int, list[float]] = {}
+    for (target, c, rnd), value in rps.items():
+        if target == "railgate" and ("floor", c, rnd) in rps:
+            out.setdefault(c, []).append(value / rps[("floor", c, rnd)])
+    return out
+
+
+def report(facts: dict[str, str], results: list[Result], args: argparse.Namespace) -> str:
+    lines = [f"- {k}: {v}" for k, v in facts.items()]
+    lines += [
+        f"- command: `{' '.join(['python', *sys.argv])}`",
+        f"- proxies pinned to core {PROXY_CORE}; wrk and nginx (upstream) share core {LOAD_CORE}",
+        f"- wrk -t1, {args.duration} s per run after a {args.warmup} s warm-up, "
+        f"{args.rounds} round(s); rows show the median round by req/s",
+        "- other CPU %: CPU used by anything else on the machine during the run (% of one core;"
+        " high means a noisy run)",
+        "",
+        "| target | conc. | req/s | p50 ms | p99 ms | proxy CPU ms/req | nginx CPU ms/req "
+        "| other CPU % | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in medians(results):
+        cpu = "n/a" if r.proxy_cpu_ms_per_req is None else f"{r.proxy_cpu_ms_per_req:.3f}"
+        same = [x for x in results if (x.target, x.concurrency) == (r.target, r.concurrency)]
+        errors = sum(sum(x.errors.values()) for x in same)
+        lines.append(
+            f"| {r.target} | {r.concurrency} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
+            f"| {cpu} | {r.nginx_cpu_ms_per_req:.3f} | {r.other_cpu_pct:.0f} | {errors} |"
+        )
+    lines.append("")
+    for c, per_round in ratios(results).items():
+        ratio = statistics.median(per_round)
+        verdict = "meets" if ratio >= GOAL_RATIO else "BELOW"
+        rounds = ", ".join(f"{x:.2f}" for x in per_round)
+        lines.append(
+            f"- Railgate/floor throughput at c={c}: **{ratio:.2f}x** "
+            f"({verdict} the {GOAL_RATIO}x goal; per round: {rounds})"
+        )
+    return "\n".join(lines)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--targets", default=",".join(TARGETS), help="comma list of " + ",".join(TARGETS)
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="seconds of discarded warm-up per run"
+    )
+    parser.add_argument("--concurrency", default="1,32", help="comma list of wrk connection counts")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat all targets N times")
+    parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON here")
+    parser.add_argument(
+        "--install",
+        action="store_true",
+        help="apt-get install wrk/nginx, pip install railgate if missing",
+    )
+    args = parser.parse_args()
+    args.targets = [t for t in TARGETS if t in args.targets.split(",")]
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    if not args.targets or min(args.duration, args.warmup, args.rounds) < 1:
+        parser.error("need a known target and --duration, --warmup, --rounds >= 1")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    ensure_tools(args.install, args.targets)
+    if (os.cpu_count() or 1) < 2:
+        log("warning: fewer than 2 CPUs; pinning proxy and load generator apart is impossible")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in background
+    facts = machine_facts()
+    results: list[Result] = []
+    runs = args.rounds * len(args.targets) * len(args.concurrency)
+    log(f"{runs} runs, about {runs * (args.duration + args.warmup)} s of load")
+    with tempfile.TemporaryDirectory(prefix="railgate-bench-") as tmp:
+        workdir = Path(tmp)
+        workdir.chmod(0o755)
+        procs = Processes(workdir)
+        try:
+            nginx, upstream = start_nginx(procs, workdir)
+            smoke_test("upstream", upstream, check_auth=False)
+            endpoints: dict[str, tuple[int | None, str]] = {"upstream": (None, upstream)}
+            for target in args.targets:
+                if target != "upstream":
+                    proxy, base = start_proxy(procs, target, upstream, workdir)
+                    endpoints[target] = (proxy.pid, base)
+            for rnd in range(1, args.rounds + 1):
+                for connections in args.concurrency:
+                    for target in args.targets:  # floor and railgate back to back
+                        pid, base = endpoints[target]
+                        pids = (pid, nginx.pid)
+                        results.append(
+                            measure(
+                                target, base, pids, connections, rnd, args.duration, args.warmup
+                            )
+                        )
+        except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as exc:
+            log(f"FAILED: {exc}")
+            return 1
+        except KeyboardInterrupt:
+            log("interrupted")
+            return 130
+        finally:
+            procs.stop_all()
+    print(report(facts, results, args))
+    if args.json:
+        data = {"facts": facts, "results": [asdict(r) for r in results], "ratios": ratios(results)}
+        Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
+    failed = [r for r in results if r.errors or r.requests == 0]
+    if failed:
+        log(f"FAILED: errors in {[(r.target, r.concurrency) for r in failed]}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
