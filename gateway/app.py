@@ -8,6 +8,7 @@ Seams (limiter, content stages, usage sink) are injected, with pass-through defa
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -54,12 +55,17 @@ def create_app(
         stages=stages or NoRails(),
         sink=sink or LogSink(),
         tasks=tasks,
+        max_body_bytes=settings.server.max_body_bytes,
     )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         for provider in providers.values():
             await provider.start()
+        # Everything built so far lives as long as the process: move it out of the
+        # collector's sight so full collections stay short under load (p99 latency).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -10,8 +10,8 @@ connection first, the call is cancelled (which closes the upstream request) and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from litestar.types import Receive
 
@@ -22,22 +22,27 @@ __all__ = ["run_until_disconnect"]
 T = TypeVar("T")
 
 
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+async def run_until_disconnect(receive: Receive, work: Awaitable[T]) -> T:
+    """Await `work` in the current task (the request body must already be read); a
+    watcher task cancels it if the client leaves first. One task per call, no more."""
+    current = asyncio.current_task()
+    assert current is not None
+    gone = False
 
+    async def watch() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        current.cancel()
 
-async def run_until_disconnect(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
-    """Await `work` (the request body must already be read); cancel it if the client leaves."""
-    task = asyncio.ensure_future(work)
-    watch = asyncio.ensure_future(_disconnected(receive))
+    watcher = asyncio.get_running_loop().create_task(watch())
     try:
-        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if gone:
+            current.uncancel()
+            raise ClientDisconnected("Client closed the connection.") from None
+        raise
     finally:
-        if not task.done():
-            task.cancel()
-        watch.cancel()
-    if task.cancelled() or not task.done():
-        await asyncio.gather(task, return_exceptions=True)
-        raise ClientDisconnected("Client closed the connection.")
-    return task.result()
+        watcher.cancel()

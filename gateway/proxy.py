@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
-import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 
 import msgspec
@@ -56,7 +56,7 @@ class ProxyResponse:
     media_type: str
     headers: dict[str, str] = field(default_factory=dict)
     content: bytes = b""
-    events: AsyncIterator[bytes] | None = None
+    events: AsyncGenerator[bytes, None] | None = None
 
 
 class Proxy:
@@ -68,7 +68,9 @@ class Proxy:
         stages: ContentStages,
         sink: UsageSink,
         tasks: Tasks,
+        max_body_bytes: int,
     ) -> None:
+        self.max_body_bytes = max_body_bytes
         self.auth = auth
         self.router = router
         self.limiter = limiter
@@ -143,7 +145,7 @@ class Proxy:
 
     async def _relay(
         self, call: Call, ticket: Ticket, events: EventStream, edit: StreamEdit | None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         wants_usage = call.request.wants_usage
         try:
             async for event in events:
@@ -206,5 +208,6 @@ def _trace_headers(headers: Mapping[str, str], request_id: str) -> dict[str, str
         if state:
             out["tracestate"] = state
     else:
-        out["traceparent"] = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+        ids = os.urandom(24).hex()
+        out["traceparent"] = f"00-{ids[:32]}-{ids[32:]}-01"
     return out

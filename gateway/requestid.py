@@ -6,7 +6,7 @@ framework errors carry the id too. The id is put in `scope["state"]["request_id"
 
 from __future__ import annotations
 
-import uuid
+import os
 from typing import Any
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,7 +39,7 @@ class RequestIdMiddleware:
                 rid = value
                 break
         if not _sane(rid):
-            rid = uuid.uuid4().hex.encode()
+            rid = os.urandom(16).hex().encode()
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = rid.decode()
 

@@ -1,66 +1,60 @@
 """OpenAI-compatible client routes: `/v1/chat/completions`, `/v1/completions`,
-`/v1/embeddings`, `/v1/models`."""
+`/v1/embeddings`, `/v1/models`.
+
+The three proxy routes are ASGI route handlers (see `gateway.wire`): Litestar routes
+them and renders their errors; the body and the answer go through raw ASGI.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
-from litestar import Request, Response, get, post
-from litestar.response import Stream
+from litestar import Request, Response, asgi, get
+from litestar.types import Receive, Scope, Send
 
 from gateway.disconnect import run_until_disconnect
-from gateway.errors import NotFound
+from gateway.errors import MethodNotAllowed, NotFound
 from gateway.providers.base import Endpoint
-from gateway.proxy import Proxy, ProxyResponse
+from gateway.proxy import Proxy
 from gateway.requestid import request_id_of
 from gateway.tenancy import extract_key
+from gateway.wire import headers_of, read_body, send_body, send_events
 
 __all__ = ["routes"]
 
 AnyRequest = Request[Any, Any, Any]
 
 
-def _proxy(request: AnyRequest) -> Proxy:
-    proxy: Proxy = request.app.state.proxy
-    return proxy
-
-
-def _render(answer: ProxyResponse) -> Response[bytes] | Stream:
-    if answer.events is not None:
-        return Stream(
-            answer.events,
-            status_code=answer.status,
-            media_type=answer.media_type,
-            headers=answer.headers,
+async def _forward(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint) -> None:
+    if scope["method"] != "POST":  # type: ignore[typeddict-item]
+        raise MethodNotAllowed("Method not allowed for this path.", headers={"allow": "POST"})
+    proxy: Proxy = scope["app"].state.proxy
+    headers = headers_of(scope)
+    raw = await read_body(headers, receive, proxy.max_body_bytes)
+    work = proxy.handle(endpoint, raw, headers, request_id_of(scope))
+    answer = await run_until_disconnect(receive, work)
+    if answer.events is None:
+        await send_body(send, answer.status, answer.media_type, answer.headers, answer.content)
+    else:
+        await send_events(
+            receive, send, answer.status, answer.media_type, answer.headers, answer.events
         )
-    return Response(
-        answer.content,
-        status_code=answer.status,
-        media_type=answer.media_type,
-        headers=answer.headers,
-    )
 
 
-async def _forward(request: AnyRequest, endpoint: Endpoint) -> Response[bytes] | Stream:
-    raw = await request.body()
-    work = _proxy(request).handle(endpoint, raw, request.headers, request_id_of(request.scope))
-    return _render(await run_until_disconnect(request.receive, work))
+@asgi("/v1/chat/completions", copy_scope=False)
+async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
+    await _forward(scope, receive, send, "chat/completions")
 
 
-@post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: AnyRequest) -> Response[bytes] | Stream:
-    return await _forward(request, "chat/completions")
+@asgi("/v1/completions", copy_scope=False)
+async def completions(scope: Scope, receive: Receive, send: Send) -> None:
+    await _forward(scope, receive, send, "completions")
 
 
-@post("/v1/completions", status_code=200)
-async def completions(request: AnyRequest) -> Response[bytes] | Stream:
-    return await _forward(request, "completions")
-
-
-@post("/v1/embeddings", status_code=200)
-async def embeddings(request: AnyRequest) -> Response[bytes] | Stream:
-    return await _forward(request, "embeddings")
+@asgi("/v1/embeddings", copy_scope=False)
+async def embeddings(scope: Scope, receive: Receive, send: Send) -> None:
+    await _forward(scope, receive, send, "embeddings")
 
 
 def _model_object(name: str, owner: str) -> dict[str, Any]:
@@ -69,7 +63,7 @@ def _model_object(name: str, owner: str) -> dict[str, Any]:
 
 @get("/v1/models")
 async def list_models(request: AnyRequest) -> Response[bytes]:
-    proxy = _proxy(request)
+    proxy: Proxy = request.app.state.proxy
     caller = await proxy.auth.authenticate(
         extract_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
     )
@@ -83,7 +77,7 @@ async def list_models(request: AnyRequest) -> Response[bytes]:
 
 @get("/v1/models/{model_id:path}")
 async def get_model(request: AnyRequest) -> Response[bytes]:
-    proxy = _proxy(request)
+    proxy: Proxy = request.app.state.proxy
     caller = await proxy.auth.authenticate(
         extract_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
     )
