@@ -9,7 +9,6 @@ answers keep their status and `Retry-After`, with the body in OpenAI's error sha
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -33,16 +32,11 @@ class AnthropicProvider:
 
     def __init__(self, config: ProviderConfig) -> None:
         self.name = config.name
-        key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
-        headers = {"anthropic-version": ANTHROPIC_VERSION}
-        if key:
-            headers["x-api-key"] = key
-        self._http = HttpUpstream(
-            config.name,
-            config.base_url or DEFAULT_BASE_URL,
-            headers,
-            config.timeout_s,
-            config.max_connections,
+        self._http = HttpUpstream.for_provider(
+            config,
+            lambda key: {"x-api-key": key},
+            base_url=DEFAULT_BASE_URL,
+            headers={"anthropic-version": ANTHROPIC_VERSION},
         )
 
     async def start(self) -> None:

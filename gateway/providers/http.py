@@ -7,10 +7,12 @@ facts"). It stays behind this module: providers call `post()` and get bytes or e
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 
+from gateway.config import ProviderConfig
 from gateway.errors import UpstreamError, UpstreamStatus
 from gateway.providers.base import map_upstream_errors
 from gateway.sse import split_events
@@ -23,6 +25,26 @@ _PASS_HEADERS = ("retry-after", "retry-after-ms")
 
 class HttpUpstream:
     """A connection pool to one base URL, created in `start()` (inside the event loop)."""
+
+    @classmethod
+    def for_provider(
+        cls,
+        config: ProviderConfig,
+        auth: Callable[[str], dict[str, str]],
+        *,
+        base_url: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> HttpUpstream:
+        """The pool for `config`. `auth(key)` gives the headers that carry the API key read
+        from `config.api_key_env` (none without a key); `headers` go with every request."""
+        key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
+        return cls(
+            config.name,
+            config.base_url or base_url,
+            {**(headers or {}), **(auth(key) if key else {})},
+            config.timeout_s,
+            config.max_connections,
+        )
 
     def __init__(
         self,

@@ -6,8 +6,6 @@ on streams); the answer comes back byte for byte.
 
 from __future__ import annotations
 
-import os
-
 import orjson
 
 from gateway.config import ProviderConfig
@@ -20,13 +18,8 @@ __all__ = ["OpenAIProvider"]
 class OpenAIProvider:
     def __init__(self, config: ProviderConfig) -> None:
         self.name = config.name
-        key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
-        self._http = HttpUpstream(
-            config.name,
-            config.base_url,
-            {"authorization": f"Bearer {key}"} if key else {},
-            config.timeout_s,
-            config.max_connections,
+        self._http = HttpUpstream.for_provider(
+            config, lambda key: {"authorization": f"Bearer {key}"}
         )
 
     async def start(self) -> None:
