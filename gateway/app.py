@@ -19,11 +19,11 @@ from litestar.openapi import OpenAPIConfig
 
 from gateway.config import Settings
 from gateway.errors import exception_handlers
+from gateway.frontdoor import FrontDoor
 from gateway.guards import ContentStages, NoRails
 from gateway.providers.registry import ModelRouter, build_providers
 from gateway.proxy import Proxy
 from gateway.ratelimit import Limiter, Unlimited
-from gateway.requestid import RequestIdMiddleware
 from gateway.routes import health, openai
 from gateway.store import Store, open_store
 from gateway.tasks import Tasks
@@ -85,6 +85,7 @@ def create_app(
     )
 
 
-def asgi_app(app: Litestar) -> RequestIdMiddleware:
-    """The ASGI callable to serve: the app wrapped so every response carries `x-request-id`."""
-    return RequestIdMiddleware(app)
+def asgi_app(app: Litestar) -> FrontDoor:
+    """The ASGI callable to serve: the front door (request ids, the proxy routes) before `app`."""
+    proxy: Proxy = app.state.proxy
+    return FrontDoor(app, proxy)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from gateway.app import asgi_app, create_app
 from gateway.config import load_settings
-from gateway.requestid import RequestIdMiddleware
+from gateway.frontdoor import FrontDoor
 
 __all__ = ["app"]
 
 
-def app() -> RequestIdMiddleware:
+def app() -> FrontDoor:
     return asgi_app(create_app(load_settings()))

@@ -24,6 +24,7 @@ it (it may quote the client's own input back to it); it is never logged.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import orjson
@@ -43,11 +44,13 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RateLimited",
+    "Rendered",
     "UpstreamError",
     "UpstreamStatus",
     "UpstreamTimeout",
     "error_body",
     "exception_handlers",
+    "render",
 ]
 
 log = logging.getLogger("railgate")
@@ -184,20 +187,31 @@ def error_body(message: str, type_: str, code: str, param: str | None = None) ->
     )
 
 
-def _request_id_header(request: Request[Any, Any, Any]) -> dict[str, str]:
-    rid = request.scope.get("state", {}).get("request_id")
-    return {"x-request-id": rid} if rid else {}
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """An error as it goes on the wire."""
+
+    status: int
+    media_type: str
+    headers: dict[str, str]
+    body: bytes
+
+
+def render(exc: GatewayError) -> Rendered:
+    """The one place an error becomes a response (for Litestar's handler and the hot path)."""
+    if isinstance(exc, UpstreamStatus):
+        return Rendered(exc.status, exc.content_type, dict(exc.headers), exc.content)
+    log.log(exc.log_level, "request failed: %s %s", exc.status_code, exc.code)
+    return Rendered(exc.status_code, "application/json", dict(exc.headers), exc.body())
 
 
 def _gateway_error(request: Request[Any, Any, Any], exc: GatewayError) -> Response[bytes]:
-    headers = {**_request_id_header(request), **exc.headers}
-    if isinstance(exc, UpstreamStatus):
-        return Response(
-            exc.content, status_code=exc.status, media_type=exc.content_type, headers=headers
-        )
-    log.log(exc.log_level, "request failed: %s %s", exc.status_code, exc.code)
+    out = render(exc)
+    rid = request.scope.get("state", {}).get("request_id")
+    if rid:
+        out.headers["x-request-id"] = rid
     return Response(
-        exc.body(), status_code=exc.status_code, media_type="application/json", headers=headers
+        out.body, status_code=out.status, media_type=out.media_type, headers=out.headers
     )
 
 

@@ -1,8 +1,7 @@
-"""OpenAI-compatible client routes: `/v1/chat/completions`, `/v1/completions`,
-`/v1/embeddings`, `/v1/models`.
+"""OpenAI-compatible model listing: `/v1/models`, `/v1/models/{id}`.
 
-The three proxy routes are ASGI route handlers (see `gateway.wire`): Litestar routes
-them and renders their errors; the body and the answer go through raw ASGI.
+The proxy routes themselves (`/v1/chat/completions`, `/v1/completions`,
+`/v1/embeddings`) are the hot path and are served by `gateway.frontdoor`.
 """
 
 from __future__ import annotations
@@ -10,51 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from litestar import Request, Response, asgi, get
-from litestar.types import Receive, Scope, Send
+from litestar import Request, Response, get
 
-from gateway.disconnect import run_until_disconnect
-from gateway.errors import MethodNotAllowed, NotFound
-from gateway.providers.base import Endpoint
+from gateway.errors import NotFound
 from gateway.proxy import Proxy
-from gateway.requestid import request_id_of
 from gateway.tenancy import extract_key
-from gateway.wire import headers_of, read_body, send_body, send_events
 
 __all__ = ["routes"]
 
 AnyRequest = Request[Any, Any, Any]
-
-
-async def _forward(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint) -> None:
-    if scope["method"] != "POST":  # type: ignore[typeddict-item]
-        raise MethodNotAllowed("Method not allowed for this path.", headers={"allow": "POST"})
-    proxy: Proxy = scope["app"].state.proxy
-    headers = headers_of(scope)
-    raw = await read_body(headers, receive, proxy.max_body_bytes)
-    work = proxy.handle(endpoint, raw, headers, request_id_of(scope))
-    answer = await run_until_disconnect(receive, work)
-    if answer.events is None:
-        await send_body(send, answer.status, answer.media_type, answer.headers, answer.content)
-    else:
-        await send_events(
-            receive, send, answer.status, answer.media_type, answer.headers, answer.events
-        )
-
-
-@asgi("/v1/chat/completions", copy_scope=False)
-async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
-    await _forward(scope, receive, send, "chat/completions")
-
-
-@asgi("/v1/completions", copy_scope=False)
-async def completions(scope: Scope, receive: Receive, send: Send) -> None:
-    await _forward(scope, receive, send, "completions")
-
-
-@asgi("/v1/embeddings", copy_scope=False)
-async def embeddings(scope: Scope, receive: Receive, send: Send) -> None:
-    await _forward(scope, receive, send, "embeddings")
 
 
 def _model_object(name: str, owner: str) -> dict[str, Any]:
@@ -91,4 +54,4 @@ async def get_model(request: AnyRequest) -> Response[bytes]:
     )
 
 
-routes = [chat_completions, completions, embeddings, list_models, get_model]
+routes = [list_models, get_model]
