@@ -1,0 +1,123 @@
+"""The guard interface: what a content guard is, what it sees and what it may say.
+
+A guard checks one piece of text in one stage (`input`: what the provider will see;
+`output`: what the user will receive) and either returns it unchanged, returns it
+rewritten (recording `Finding`s in the context), or raises `Blocked`. Guards are
+stateless singletons built once per process; everything about one request lives in
+its `GuardContext` (findings, the pseudonym vault, timings) or in a `StreamFilter`.
+
+Capabilities are split into small protocols (litestar's plugin style); the pipeline
+picks guards out by type:
+
+    TextGuard     check(text, stage, ctx) -> text       every guard has this
+    StreamGuard   open_stream(ctx) -> StreamFilter       guards that can check streamed answers
+
+No HTTP and no gateway imports here: the gateway turns `Blocked` into a 400
+`content_filter` (or a refusal) and `GuardFailed` into a 503, and decides which texts
+of a request or answer go through which stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+__all__ = [
+    "Blocked",
+    "Finding",
+    "GuardContext",
+    "GuardFailed",
+    "Stage",
+    "StreamFilter",
+    "StreamGuard",
+    "TextGuard",
+]
+
+Stage = Literal["input", "output"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """Something a guard found. Never carries the matched text itself."""
+
+    guard: str
+    """Guard name, e.g. `pii`."""
+    entity: str
+    """What was found, e.g. `EMAIL_ADDRESS`, or a rule name for non-PII guards."""
+    start: int
+    """Offset of the match in the text the guard was given."""
+    end: int
+    score: float
+    action: str
+    """What was done: `redacted`, `masked`, `hashed`, `pseudonymized`, `restored`,
+    `blocked`, or `reported` (shadow mode: nothing was changed)."""
+
+
+class Blocked(Exception):
+    """Raised by a guard to reject the text; the message is a reason safe to show."""
+
+    def __init__(self, guard: str, reason: str, *, code: str = "content_filter") -> None:
+        super().__init__(reason)
+        self.guard = guard
+        self.reason = reason
+        self.code = code
+
+
+class GuardFailed(Exception):
+    """A guard errored or timed out and its policy says `on_error: block`."""
+
+    def __init__(self, guard: str, reason: str) -> None:
+        super().__init__(f"{guard}: {reason}")
+        self.guard = guard
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class GuardContext:
+    """Per-request state shared by the guards of one call (input and output stages)."""
+
+    tenant_id: str
+    request_id: str
+    model: str
+    tenant_secret: bytes
+    """Per-tenant key for keyed hashes (the `hash` action, stable pseudonyms)."""
+    vault: dict[str, str] = field(default_factory=dict)
+    """Pseudonym placeholder → original value, for this request only."""
+    findings: list[Finding] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    """Guard name → milliseconds spent, summed over texts and stages."""
+
+
+@runtime_checkable
+class TextGuard(Protocol):
+    name: str
+
+    async def check(self, text: str, stage: Stage, ctx: GuardContext) -> str:
+        """Runs once per text of a request (`input`, before the upstream call) or of a
+        complete answer (`output`, before the client sees it). Return `text` itself when
+        nothing changes, the rewritten text otherwise (and append `Finding`s to `ctx`);
+        raise `Blocked` to reject the whole call."""
+        ...
+
+
+class StreamFilter(Protocol):
+    """Per-stream state for one choice of a streamed answer."""
+
+    def feed(self, text: str) -> str:
+        """Next piece of the answer in; the text that is now safe to emit (may be "").
+        Holds back a bounded tail that a later piece could still change. May raise
+        `Blocked`."""
+        ...
+
+    def flush(self) -> str:
+        """End of the answer: release (checked) whatever is still held back."""
+        ...
+
+
+@runtime_checkable
+class StreamGuard(Protocol):
+    name: str
+
+    def open_stream(self, ctx: GuardContext) -> StreamFilter:
+        """Called once per choice of a streamed answer; the filter owns its state."""
+        ...
