@@ -1,0 +1,36 @@
+"""What the engine returns: typed spans over the analysed text, never the text itself."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = ["Span", "resolve_overlaps"]
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One detected entity: `text[start:end]` is the value, `score` in [0, 1]."""
+
+    entity: str
+    start: int
+    end: int
+    score: float
+
+    def shifted(self, delta: int) -> Span:
+        return Span(self.entity, self.start + delta, self.end + delta, self.score)
+
+
+def resolve_overlaps(spans: Iterable[Span]) -> tuple[Span, ...]:
+    """Keep non-overlapping spans, preferring the highest score, then the longest.
+
+    Called once per analysis so that actions can rewrite the text left to right
+    without two replacements fighting over the same characters.
+    """
+    ranked = sorted(spans, key=lambda s: (-s.score, s.start - s.end, s.start))
+    kept: list[Span] = []
+    for span in ranked:
+        if all(span.end <= k.start or span.start >= k.end for k in kept):
+            kept.append(span)
+    kept.sort(key=lambda s: s.start)
+    return tuple(kept)
