@@ -18,9 +18,11 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from gateway.config import Settings
+from gateway.content import RailStages
 from gateway.errors import exception_handlers
 from gateway.frontdoor import FrontDoor
-from gateway.guards import ContentStages, NoRails
+from gateway.guards import ContentStages
+from gateway.policies import TenantPolicies, rails_secret
 from gateway.providers.registry import ModelRouter, build_providers
 from gateway.proxy import Proxy
 from gateway.ratelimit import Limiter, Unlimited
@@ -29,6 +31,7 @@ from gateway.store import Store, open_store
 from gateway.tasks import Tasks
 from gateway.tenancy import Authenticator
 from gateway.usage import LogSink, UsageSink
+from rails import GuardRegistry
 
 __all__ = ["asgi_app", "create_app"]
 
@@ -46,13 +49,16 @@ def create_app(
     """Build the app. Pass `store` to share one already opened (the CLI's demo bootstrap)."""
     store = store or open_store(settings.store)
     providers = build_providers(settings)
+    if stages is None:
+        policies = TenantPolicies(settings, GuardRegistry(nlp_model=settings.nlp_model))
+        stages = RailStages(policies.for_tenant, policies.pipeline, rails_secret())
     tasks = Tasks()
     auth = Authenticator(settings, store)
     proxy = Proxy(
         auth=auth,
         router=ModelRouter(settings, providers),
         limiter=limiter or Unlimited(),
-        stages=stages or NoRails(),
+        stages=stages,
         sink=sink or LogSink(),
         tasks=tasks,
         max_body_bytes=settings.server.max_body_bytes,

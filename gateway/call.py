@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from gateway.providers.registry import Route
 from gateway.schemas import ClientRequest, Usage
 from gateway.tenancy import Caller
+from rails.base import GuardContext
 
 __all__ = ["Call"]
 
@@ -31,3 +32,5 @@ class Call:
     status: int = 200
     error: str | None = None
     """Error code when the call failed (e.g. `upstream_timeout`, `client_disconnected`)."""
+    guards: GuardContext | None = None
+    """The rails' per-request state (findings, pseudonym vault), once a rail ran."""

@@ -53,6 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"railgate: invalid configuration at {exc.path}: {exc.reason}", file=sys.stderr)
         return 2
     if args.command == "config":
+        try:
+            _build_policies(settings)
+        except ConfigError as exc:
+            print(f"railgate: invalid configuration at {exc.path}: {exc.reason}", file=sys.stderr)
+            return 2
         print(
             f"ok: {settings.source} ({len(settings.models)} models, {len(settings.tenants)} tenants)"
         )
@@ -135,12 +140,29 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # client was bound to the bootstrap's event loop, so the app opens its own.
         if not isinstance(store, MemoryStore):
             store = open_store(settings.store)
-        app = asgi_app(create_app(settings, store=store))
+        try:
+            app = asgi_app(create_app(settings, store=store))
+        except ConfigError as exc:
+            print(f"railgate: invalid configuration at {exc.path}: {exc.reason}", file=sys.stderr)
+            return 2
         uvicorn.Server(uvicorn.Config(app, **common)).run()
         return 0
+    try:
+        _build_policies(settings)  # fail here, once, rather than in every worker
+    except ConfigError as exc:
+        print(f"railgate: invalid configuration at {exc.path}: {exc.reason}", file=sys.stderr)
+        return 2
     os.environ["RAILGATE_CONFIG"] = settings.source
     uvicorn.run("gateway.asgi:app", factory=True, workers=server.workers, **common)
     return 0
+
+
+def _build_policies(settings: Settings) -> None:
+    """Build every configured rails pipeline (engines included); raise `ConfigError`."""
+    from gateway.policies import TenantPolicies
+    from rails import GuardRegistry
+
+    TenantPolicies(settings, GuardRegistry(nlp_model=settings.nlp_model))
 
 
 async def _bootstrap(

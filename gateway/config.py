@@ -18,6 +18,8 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from rails.policy import PolicyError, parse_policy
+
 __all__ = [
     "ConfigError",
     "KeyEntry",
@@ -105,6 +107,8 @@ class TenantConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Models this tenant may call; `None` allows every configured model."""
     keys: tuple[KeyEntry, ...] = ()
     """Keys kept in the file (GitOps); run-time keys live in the store."""
+    policy: dict[str, Any] | None = None
+    """This tenant's rails policy (see `rails.policy`); `None` uses `default_policy`."""
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -118,6 +122,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Client-visible models and their routes."""
     tenants: tuple[TenantConfig, ...] = ()
     """Tenants defined in the file."""
+    default_policy: dict[str, Any] | None = None
+    """Rails policy for tenants without their own; `None`: no rails."""
+    nlp_model: str | None = None
+    """Installed spaCy model for PII NER (e.g. `en_core_web_lg`); `None`: patterns only."""
     source: str = ""
     """Where these settings were loaded from (set by the loader)."""
 
@@ -262,6 +270,7 @@ def _check(settings: Settings, env: Mapping[str, str]) -> None:
         if m.input_price_per_mtok < 0 or m.output_price_per_mtok < 0:
             raise ConfigError(at, "prices cannot be negative")
 
+    _check_policy("$.default_policy", settings.default_policy)
     tenants: set[str] = set()
     hashes: set[str] = set()
     for i, t in enumerate(settings.tenants):
@@ -269,6 +278,7 @@ def _check(settings: Settings, env: Mapping[str, str]) -> None:
         if not t.id or t.id in tenants:
             raise ConfigError(f"{at}.id", "must be non-empty and unique")
         tenants.add(t.id)
+        _check_policy(f"{at}.policy", t.policy)
         for j, name in enumerate(t.models or ()):
             if name not in models:
                 raise ConfigError(f"{at}.models[{j}]", f"unknown model {name!r}")
@@ -279,3 +289,13 @@ def _check(settings: Settings, env: Mapping[str, str]) -> None:
             if digest in hashes:
                 raise ConfigError(f"{at}.keys[{j}].key_sha256", "duplicate key")
             hashes.add(digest)
+
+
+def _check_policy(at: str, document: dict[str, Any] | None) -> None:
+    if document is None:
+        return
+    try:
+        parse_policy(document)
+    except PolicyError as exc:
+        path, reason = exc.problems[0]
+        raise ConfigError(at + path.removeprefix("$"), reason) from exc

@@ -1,7 +1,7 @@
 """Content seam: where the rails see what goes to the provider and what comes back.
 
 `on_request` runs after admission and before the upstream call, and may rewrite
-`call.request.body` or raise `ContentBlocked`. `on_response` sees a complete answer
+`call.request.body`, raise `ContentBlocked`, or return a refusal to answer with. `on_response` sees a complete answer
 before the client does. `open_stream` returns a per-stream `StreamEdit` (or None to
 relay untouched) that sees each SSE event in order and may hold back, rewrite or end
 the stream. The rails pipeline arrives with the rails work; `NoRails` passes all.
@@ -18,6 +18,9 @@ __all__ = ["ContentStages", "NoRails", "StreamEdit"]
 
 
 class StreamEdit(Protocol):
+    finished: bool
+    """Set once the edit ended the stream (a block): the relay stops reading upstream."""
+
     async def feed(self, event: bytes) -> list[bytes]:
         """One upstream event in; the events that are now safe to send out."""
 
@@ -26,16 +29,24 @@ class StreamEdit(Protocol):
 
 
 class ContentStages(Protocol):
-    async def on_request(self, call: Call) -> None: ...
+    async def on_request(self, call: Call) -> str | None:
+        """Check/rewrite the request; return a refusal text to answer with instead of
+        calling the upstream, or None to go on."""
 
     async def on_response(self, call: Call, reply: UpstreamReply) -> UpstreamReply: ...
 
     def open_stream(self, call: Call) -> StreamEdit | None: ...
 
+    def headers(self, call: Call) -> dict[str, str]:
+        """Response headers summarising what the rails did (counts only)."""
+
 
 class NoRails:
-    async def on_request(self, call: Call) -> None:
+    async def on_request(self, call: Call) -> str | None:
         return None
+
+    def headers(self, call: Call) -> dict[str, str]:
+        return {}
 
     async def on_response(self, call: Call, reply: UpstreamReply) -> UpstreamReply:
         return reply

@@ -32,6 +32,7 @@ from gateway.call import Call
 from gateway.errors import GatewayError, ModelNotAllowed, UpstreamError, error_body
 from gateway.guards import ContentStages, StreamEdit
 from gateway.providers.base import Endpoint, EventStream, UpstreamRequest
+from gateway.providers.mock import RefusalProvider
 from gateway.providers.registry import ModelRouter
 from gateway.ratelimit import Limiter, Ticket
 from gateway.schemas import Usage, chunk_decoder, parse_request, reply_decoder
@@ -99,25 +100,28 @@ class Proxy:
         ticket = await self.limiter.admit(call)
         handed_off = False
         try:
-            await self.stages.on_request(call)
+            refusal = await self.stages.on_request(call)
+            provider = route.provider if refusal is None else RefusalProvider(refusal)
             upstream = self._upstream_request(call)
             if request.stream:
-                events = await route.provider.open_stream(upstream)
+                events = await provider.open_stream(upstream)
                 handed_off = True
+                edit = None if refusal is not None else self.stages.open_stream(call)
                 return ProxyResponse(
                     status=200,
                     media_type="text/event-stream",
-                    headers={**_STREAM_HEADERS, **ticket.headers},
-                    events=self._relay(call, ticket, events, self.stages.open_stream(call)),
+                    headers={**_STREAM_HEADERS, **ticket.headers, **self.stages.headers(call)},
+                    events=self._relay(call, ticket, events, edit),
                 )
-            reply = await route.provider.complete(upstream)
+            reply = await provider.complete(upstream)
             call.first_byte = time.perf_counter()
-            call.usage = _reply_usage(reply.content, route.provider.name)
-            reply = await self.stages.on_response(call, reply)
+            call.usage = _reply_usage(reply.content, provider.name)
+            if refusal is None:
+                reply = await self.stages.on_response(call, reply)
             return ProxyResponse(
                 status=reply.status,
                 media_type=reply.content_type,
-                headers=ticket.headers,
+                headers={**ticket.headers, **self.stages.headers(call)},
                 content=reply.content,
             )
         except GatewayError as exc:
@@ -167,7 +171,10 @@ class Proxy:
                 else:
                     for out in await edit.feed(event):
                         yield out
-            if edit is not None:
+                    if edit.finished:
+                        call.error = "content_filter"
+                        break
+            if edit is not None and not edit.finished:
                 for out in await edit.flush():
                     yield out
         except GatewayError as exc:

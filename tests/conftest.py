@@ -31,6 +31,7 @@ FAKE_MODELS = [
     "drop",
     "hang",
     "hang-json",
+    "echo",
     "garbage",
     "no-usage",
     "status-400",

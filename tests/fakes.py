@@ -14,6 +14,7 @@ serves every scenario at once:
     status-<NNN>       answers NNN with an OpenAI error body
     garbage            answers 200 with a body that is not JSON
     no-usage           answers without a usage object (stream ignores include_usage)
+    echo               answers with the last user message (streamed 3 characters a chunk)
 """
 
 from __future__ import annotations
@@ -142,6 +143,12 @@ class FakeUpstream:
                 {"tool_calls": [{"index": 0, "function": {"arguments": '"Lagos"}'}}]},
             ]
             finish = "tool_calls"
+        elif model == "echo":
+            text = _last_user_text(request)
+            deltas = [{"role": "assistant", "content": ""}] + [
+                {"content": text[i : i + 3]} for i in range(0, len(text), 3)
+            ]
+            finish = "stop"
         else:
             deltas = [{"role": "assistant", "content": ""}] + [
                 {"content": piece} for piece in ("one ", "two ", "three ", "four")
@@ -232,7 +239,8 @@ def _answer(path: str, request: dict[str, Any], model: str) -> dict[str, Any]:
             "choices": [{"index": 0, "text": "done", "finish_reason": "stop", "logprobs": None}],
             "usage": usage,
         }
-    message: dict[str, Any] = {"role": "assistant", "content": "fake answer", "refusal": None}
+    answer = _last_user_text(request) if model == "echo" else "fake answer"
+    message: dict[str, Any] = {"role": "assistant", "content": answer, "refusal": None}
     finish = "stop"
     if model == "tools":
         message = {
@@ -311,3 +319,13 @@ async def _anthropic(send: Any, request: dict[str, Any]) -> None:
         await send({"type": "http.response.body", "body": data, "more_body": True})
         await asyncio.sleep(0.005)
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _last_user_text(request: dict[str, Any]) -> str:
+    for message in reversed(request.get("messages") or []):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            return " ".join(p.get("text", "") for p in content or [] if p.get("type") == "text")
+    return ""

@@ -14,6 +14,7 @@ import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -23,7 +24,7 @@ from gateway.errors import InvalidRequest
 from gateway.providers.base import EventStream, UpstreamReply, UpstreamRequest
 from gateway.sse import DONE, encode
 
-__all__ = ["MockProvider", "answer_for"]
+__all__ = ["Answer", "MockProvider", "RefusalProvider", "answer_for"]
 
 _MAX_ECHO = 2000
 
@@ -61,6 +62,14 @@ def answer_for(body: dict[str, Any]) -> tuple[str, int]:
     return f"mock-1 heard: {last_user[:_MAX_ECHO]}", prompt_tokens
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str = "stop"
+
+
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     return {
         "prompt_tokens": prompt_tokens,
@@ -79,12 +88,18 @@ class MockProvider:
     async def close(self) -> None:
         return None
 
+    def answer(self, body: dict[str, Any]) -> Answer:
+        """What the model says to an OpenAI-shaped chat or completion body."""
+        text, prompt_tokens = answer_for(body)
+        return Answer(text, prompt_tokens, _tokens(text))
+
     async def complete(self, request: UpstreamRequest) -> UpstreamReply:
         body = request.body
         if request.endpoint == "embeddings":
             return UpstreamReply(orjson.dumps(_embeddings(body)))
-        text, prompt_tokens = answer_for(body)
-        usage = _usage(prompt_tokens, _tokens(text))
+        answer = self.answer(body)
+        text, finish = answer.text, answer.finish_reason
+        usage = _usage(answer.prompt_tokens, answer.completion_tokens)
         created = int(time.time())
         if request.endpoint == "completions":
             reply: dict[str, Any] = {
@@ -92,7 +107,7 @@ class MockProvider:
                 "object": "text_completion",
                 "created": created,
                 "model": body["model"],
-                "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
+                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
                 "usage": usage,
             }
         else:
@@ -105,7 +120,7 @@ class MockProvider:
                     {
                         "index": 0,
                         "message": {"role": "assistant", "content": text, "refusal": None},
-                        "finish_reason": "stop",
+                        "finish_reason": finish,
                         "logprobs": None,
                     }
                 ],
@@ -114,12 +129,13 @@ class MockProvider:
         return UpstreamReply(orjson.dumps(reply))
 
     async def open_stream(self, request: UpstreamRequest) -> EventStream:
-        return _MockStream(request)
+        return _MockStream(request, self.answer(request.body))
 
 
 class _MockStream:
-    def __init__(self, request: UpstreamRequest) -> None:
+    def __init__(self, request: UpstreamRequest, answer: Answer) -> None:
         self._request = request
+        self._answer = answer
         self._closed = False
 
     async def aclose(self) -> None:
@@ -128,7 +144,7 @@ class _MockStream:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         body = self._request.body
         chat = self._request.endpoint == "chat/completions"
-        text, prompt_tokens = answer_for(body)
+        text = self._answer.text
         base = {
             "id": f"{'chatcmpl' if chat else 'cmpl'}-mock-{uuid.uuid4().hex[:16]}",
             "object": "chat.completion.chunk" if chat else "text_completion",
@@ -151,7 +167,7 @@ class _MockStream:
                 choice = {"index": 0, "text": piece, "finish_reason": None}
             yield encode(orjson.dumps({**base, "choices": [choice]}))
             await asyncio.sleep(0)
-        final: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
+        final: dict[str, Any] = {"index": 0, "finish_reason": self._answer.finish_reason}
         if chat:
             final["delta"] = {}
         else:
@@ -159,9 +175,21 @@ class _MockStream:
         yield encode(orjson.dumps({**base, "choices": [final]}))
         options = body.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):
-            usage = _usage(prompt_tokens, _tokens(text))
+            usage = _usage(self._answer.prompt_tokens, self._answer.completion_tokens)
             yield encode(orjson.dumps({**base, "choices": [], "usage": usage}))
         yield DONE
+
+
+class RefusalProvider(MockProvider):
+    """Answers with a fixed refusal and `finish_reason: content_filter`, spending nothing:
+    what a client receives when its prompt is blocked under `on_block: refuse`."""
+
+    def __init__(self, text: str) -> None:
+        self.name = "refusal"
+        self.text = text
+
+    def answer(self, body: dict[str, Any]) -> Answer:
+        return Answer(self.text, 0, 0, "content_filter")
 
 
 def _embeddings(body: dict[str, Any]) -> dict[str, Any]:

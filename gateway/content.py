@@ -1,0 +1,308 @@
+"""The gateway side of the rails: which texts of a call go through which stage.
+
+`RailStages` implements the `guards.ContentStages` seam with the tenant's
+`rails.GuardPipeline`:
+
+- input (before the upstream call): the content of chat messages whose role the
+  policy names (string contents and text parts), assistant tool-call arguments and
+  tool results; `/v1/completions` prompts; `/v1/embeddings` inputs (strings only).
+- output (complete answers): each choice's message content and tool-call arguments
+  (`text` for completions). Pseudonym placeholders are restored last.
+- streams: a `ChunkEdit` per call feeds each choice's `delta.content` and tool-call
+  argument deltas to a `StreamFilter` of their own, which may hold back a bounded tail;
+  held text is released in order and flushed on that choice's `finish_reason`. Other
+  chunks and fields pass through untouched, behind held text.
+
+A block on input is a 400 `content_filter` (or, with `on_block: refuse`, a normal answer
+carrying the refusal). A block on a complete answer replaces that choice's content with
+the refusal and sets `finish_reason: content_filter`. A block mid-stream cannot change
+the HTTP status: the stream gets one final chunk with `finish_reason: content_filter`,
+one OpenAI-shaped error event, and ends; nothing after the block reaches the client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from gateway.call import Call
+from gateway.errors import ContentBlocked, GuardUnavailable, InvalidRequest, error_body
+from gateway.providers.base import UpstreamReply
+from gateway.sse import data_of, encode
+from rails import Blocked, GuardContext, GuardFailed, GuardPipeline, Policy, StreamFilter
+
+__all__ = ["ChunkEdit", "RailStages"]
+
+# (container, key) of one text inside a parsed body, so a rewrite can be put back.
+Slot = tuple[Any, Any]
+
+
+class RailStages:
+    """Runs each tenant's policy; `pipeline_for` and `policy_for` come from the registry."""
+
+    def __init__(
+        self,
+        policy_for: Callable[[str], Policy],
+        pipeline_for: Callable[[Policy], GuardPipeline],
+        secret: bytes,
+    ) -> None:
+        self._policy_for = policy_for
+        self._pipeline_for = pipeline_for
+        self._secret = secret
+
+    def _context(self, call: Call) -> GuardContext:
+        if call.guards is None:
+            tenant = call.caller.tenant.id
+            call.guards = GuardContext(
+                tenant_id=tenant,
+                request_id=call.request_id,
+                model=call.route.model.name,
+                tenant_secret=hmac.new(self._secret, tenant.encode(), hashlib.sha256).digest(),
+            )
+        return call.guards
+
+    async def on_request(self, call: Call) -> str | None:
+        policy = self._policy_for(call.caller.tenant.id)
+        pipeline = self._pipeline_for(policy)
+        if call.request.stream and pipeline.has_output and not pipeline.stream_capable:
+            raise InvalidRequest(
+                "This tenant's output rails cannot check a streamed answer; use stream=false.",
+                param="stream",
+            )
+        if not pipeline.has_input:
+            return None
+        slots = _input_slots(call.request.endpoint, call.request.body, policy.roles)
+        if not slots:
+            return None
+        ctx = self._context(call)
+        try:
+            texts = await pipeline.run("input", [c[k] for c, k in slots], ctx)
+        except Blocked as exc:
+            if policy.on_block == "refuse" and call.request.endpoint != "embeddings":
+                return policy.refusal
+            raise ContentBlocked(f"The request was blocked by the {exc.guard} rail.") from None
+        except GuardFailed as exc:
+            raise GuardUnavailable(f"The {exc.guard} rail is unavailable.") from None
+        for (container, key), text in zip(slots, texts, strict=True):
+            container[key] = text
+        return None
+
+    async def on_response(self, call: Call, reply: UpstreamReply) -> UpstreamReply:
+        policy = self._policy_for(call.caller.tenant.id)
+        pipeline = self._pipeline_for(policy)
+        ctx = call.guards
+        if not pipeline.has_output and not (ctx and ctx.vault):
+            return reply
+        ctx = self._context(call)
+        try:
+            answer = orjson.loads(reply.content)
+        except orjson.JSONDecodeError:
+            return reply
+        choices = answer.get("choices") if isinstance(answer, dict) else None
+        if not isinstance(choices, list):
+            return reply
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            slots = _choice_slots(choice)
+            try:
+                texts = await pipeline.run("output", [c[k] for c, k in slots], ctx)
+            except Blocked:
+                _refuse_choice(choice, policy.refusal)
+                continue
+            except GuardFailed as exc:
+                raise GuardUnavailable(f"The {exc.guard} rail is unavailable.") from None
+            for (container, key), text in zip(slots, texts, strict=True):
+                container[key] = text
+        return UpstreamReply(orjson.dumps(answer), reply.status, reply.content_type, reply.headers)
+
+    def open_stream(self, call: Call) -> ChunkEdit | None:
+        pipeline = self._pipeline_for(self._policy_for(call.caller.tenant.id))
+        ctx = self._context(call)
+        if pipeline.open_stream(ctx) is None:
+            return None
+        return ChunkEdit(lambda: pipeline.open_stream(ctx))
+
+    def headers(self, call: Call) -> dict[str, str]:
+        """`x-railgate-guards` (finding counts by guard and action) and guard time."""
+        ctx = call.guards
+        if ctx is None:
+            return {}
+        counts: dict[str, int] = {}
+        for finding in ctx.findings:
+            label = f"{finding.guard}.{finding.action}"
+            counts[label] = counts.get(label, 0) + 1
+        out = {"x-railgate-guard-ms": f"{sum(ctx.timings_ms.values()):.2f}"}
+        if counts:
+            out["x-railgate-guards"] = ",".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        return out
+
+
+def _input_slots(endpoint: str, body: dict[str, Any], roles: tuple[str, ...]) -> list[Slot]:
+    slots: list[Slot] = []
+    if endpoint == "chat/completions":
+        for message in body.get("messages") or ():
+            if isinstance(message, dict) and message.get("role") in roles:
+                _content_slots(message, slots)
+                _tool_call_slots(message, slots)
+    else:
+        key = "prompt" if endpoint == "completions" else "input"
+        value = body.get(key)
+        if isinstance(value, str):
+            slots.append((body, key))
+        elif isinstance(value, list):
+            slots.extend((value, i) for i, item in enumerate(value) if isinstance(item, str))
+    return slots
+
+
+def _content_slots(message: dict[str, Any], slots: list[Slot]) -> None:
+    content = message.get("content")
+    if isinstance(content, str):
+        slots.append((message, "content"))
+    elif isinstance(content, list):
+        for part in content:
+            if (
+                isinstance(part, dict)
+                and part.get("type") == "text"
+                and isinstance(part.get("text"), str)
+            ):
+                slots.append((part, "text"))
+
+
+def _tool_call_slots(message: dict[str, Any], slots: list[Slot]) -> None:
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+            slots.append((function, "arguments"))
+
+
+def _choice_slots(choice: dict[str, Any]) -> list[Slot]:
+    slots: list[Slot] = []
+    if isinstance(choice.get("text"), str):
+        slots.append((choice, "text"))
+    message = choice.get("message")
+    if isinstance(message, dict):
+        _content_slots(message, slots)
+        _tool_call_slots(message, slots)
+    return slots
+
+
+def _refuse_choice(choice: dict[str, Any], refusal: str) -> None:
+    if "text" in choice:
+        choice["text"] = refusal
+    message = choice.get("message")
+    if isinstance(message, dict):
+        message["content"] = refusal
+        message.pop("tool_calls", None)
+    choice["finish_reason"] = "content_filter"
+
+
+class ChunkEdit:
+    """Per-stream editor of OpenAI chunk events (the `guards.StreamEdit` seam)."""
+
+    def __init__(self, new_filter: Callable[[], StreamFilter | None]) -> None:
+        self._new_filter = new_filter
+        self._filters: dict[tuple[int, int], StreamFilter] = {}
+        self._last: dict[str, Any] = {}
+        self.finished = False
+
+    def _filter(self, key: tuple[int, int]) -> StreamFilter:
+        found = self._filters.get(key)
+        if found is None:
+            made = self._new_filter()
+            assert made is not None
+            found = self._filters[key] = made
+        return found
+
+    async def feed(self, event: bytes) -> list[bytes]:
+        if self.finished:
+            return []
+        data = data_of(event)
+        if data is None or data == b"[DONE]":
+            return [event]
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return [event]
+        choices = chunk.get("choices") if isinstance(chunk, dict) else None
+        if not isinstance(choices, list) or not choices:
+            return [event]
+        self._last = {k: v for k, v in chunk.items() if k not in ("choices", "usage")}
+        try:
+            keep = [c for c in choices if not isinstance(c, dict) or self._edit_choice(c)]
+        except Blocked:
+            return self._blocked()
+        if not keep:
+            return []
+        chunk["choices"] = keep
+        return [encode(orjson.dumps(chunk))]
+
+    def _edit_choice(self, choice: dict[str, Any]) -> bool:
+        """Filter one choice in place; False when nothing is left worth sending."""
+        index = choice.get("index", 0)
+        delta = choice.get("delta")
+        finished = choice.get("finish_reason") is not None
+        if not isinstance(delta, dict):
+            return True
+        content = delta.get("content")
+        if isinstance(content, str):
+            delta["content"] = self._filter((index, -1)).feed(content)
+        for call in delta.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                key = (index, int(call.get("index", 0)))
+                function["arguments"] = self._filter(key).feed(function["arguments"])
+        if finished:
+            for (owner, tool), flt in list(self._filters.items()):
+                rest = flt.flush() if owner == index else ""
+                if rest and tool < 0:
+                    delta["content"] = (delta.get("content") or "") + rest
+                elif rest:
+                    delta.setdefault("tool_calls", []).append(
+                        {"index": tool, "function": {"arguments": rest}}
+                    )
+        return bool(
+            finished
+            or delta.get("content")
+            or delta.get("role")
+            or delta.get("tool_calls")
+            or delta.get("refusal")
+            or set(delta) - {"content", "role", "tool_calls", "refusal"}
+        )
+
+    async def flush(self) -> list[bytes]:
+        """Upstream ended without a finish_reason for some choice: release what is held."""
+        if self.finished:
+            return []
+        out: list[bytes] = []
+        try:
+            for (index, tool), flt in self._filters.items():
+                rest = flt.flush()
+                if rest:
+                    delta: dict[str, Any] = (
+                        {"content": rest}
+                        if tool < 0
+                        else {"tool_calls": [{"index": tool, "function": {"arguments": rest}}]}
+                    )
+                    choice = {"index": index, "delta": delta, "finish_reason": None}
+                    out.append(encode(orjson.dumps({**self._last, "choices": [choice]})))
+        except Blocked:
+            return self._blocked()
+        return out
+
+    def _blocked(self) -> list[bytes]:
+        self.finished = True
+        final = {
+            **self._last,
+            "created": self._last.get("created", int(time.time())),
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}],
+        }
+        error = error_body(
+            "The answer was stopped by a content rail.", "invalid_request_error", "content_filter"
+        )
+        return [encode(orjson.dumps(final)), encode(error)]

@@ -1,0 +1,69 @@
+"""Which rails policy applies to which tenant.
+
+Policies come from the config file (a tenant's `policy`, else `default_policy`) and are
+parsed once at start; every pipeline they need is built then too, so heavy engines
+(Presidio) are ready before the first request. Tenants created at run time use the
+default policy until the admin API lets them have their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from gateway.config import ConfigError, Settings
+from rails import GuardPipeline, GuardRegistry, Policy, parse_policy
+from rails.policy import DEFAULT_POLICY
+
+__all__ = ["TenantPolicies", "rails_secret"]
+
+log = logging.getLogger("railgate")
+
+SECRET_ENV = "RAILGATE_SECRET"
+
+
+class TenantPolicies:
+    """Raises `ConfigError` (with the policy's path) when a policy cannot be built, e.g.
+    a PII entity no recognizer knows; the schema itself was checked by `load_settings`."""
+
+    def __init__(self, settings: Settings, registry: GuardRegistry) -> None:
+        self._registry = registry
+        self._default = (
+            parse_policy(settings.default_policy) if settings.default_policy else DEFAULT_POLICY
+        )
+        self._by_tenant = {t.id: parse_policy(t.policy) for t in settings.tenants if t.policy}
+        self._build("$.default_policy", self._default)
+        for i, tenant in enumerate(settings.tenants):
+            if tenant.id in self._by_tenant:
+                self._build(f"$.tenants[{i}].policy", self._by_tenant[tenant.id])
+
+    def _build(self, at: str, policy: Policy) -> None:
+        try:
+            pipeline = self._registry.pipeline(policy)
+        except ValueError as exc:
+            raise ConfigError(at, str(exc)) from exc
+        if pipeline.has_output and not pipeline.stream_capable:
+            log.warning(
+                "%s: output rails %s cannot stream; streamed calls get 400",
+                at,
+                pipeline.unstreamable,
+            )
+
+    def for_tenant(self, tenant_id: str) -> Policy:
+        return self._by_tenant.get(tenant_id, self._default)
+
+    def pipeline(self, policy: Policy) -> GuardPipeline:
+        return self._registry.pipeline(policy)
+
+
+def rails_secret() -> bytes:
+    """The key behind per-tenant hashes and pseudonyms, from `RAILGATE_SECRET`.
+
+    Without it a random key is drawn per process: pseudonyms then change on restart and
+    differ between replicas, which breaks multi-turn consistency, so say so once.
+    """
+    value = os.environ.get(SECRET_ENV, "")
+    if value:
+        return value.encode()
+    log.warning("%s is not set: PII pseudonyms and hashes will not survive a restart", SECRET_ENV)
+    return os.urandom(32)
