@@ -168,7 +168,7 @@ class FakeUpstream:
                     "more_body": True,
                 }
             )
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0 if model == "echo" else 0.01)
             if i == 1 and model == "drop":
                 raise RuntimeError("fake upstream drops the connection")
             if i == 1 and model == "hang":

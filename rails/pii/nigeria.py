@@ -8,7 +8,7 @@ verification number") within a few words decides which one it is, and a bare
 check (Verhoeff); one that fails it scores 0.4, below the default threshold.
 A NUBAN (10 digits) counts near "account number", "acct", "NUBAN" or a bank's name,
 or right after "account"/"bank" ("my account is …", not "account created at
-<timestamp>"); its check digit depends on the bank code, which a text rarely
+<timestamp>") or a payment phrase ("transfer to …"); its check digit depends on the bank code, which a text rarely
 carries, so it is not checked.
 """
 
@@ -31,10 +31,17 @@ _NIN_WORDS = ContextWords(
     [
         *NgNinRecognizer.CONTEXT,
         *("national identification", "national id", "identity number", "nin slip"),
+        # weak words: a NIN named only by these still has to pass the checksum
+        *("my id", "id number", "id no", "identification number"),
     ]
 )
 _BVN_WORDS = ContextWords(["bvn", "bank verification number", "bank verification"])
 _NUBAN_CLOSE = ContextWords(["account", "bank"], before=12, after=0)
+_NUBAN_PAYMENT = ContextWords(
+    ["transfer to", "send to", "pay into", "pay to", "paid into", "deposit into", "deposit to"],
+    before=16,
+    after=0,
+)
 _NUBAN_WORDS = ContextWords(
     [
         *("account number", "acct", "a/c", "acc no", "nuban", "bank account", "account no"),
@@ -70,7 +77,11 @@ class NigeriaIdDetector:
             if "NG_NUBAN" in wanted and run.digits >= 10 and threshold <= NUBAN_SCORE:
                 for m in _TEN.finditer(text, run.start, end):
                     start, stop = m.span()
-                    if _NUBAN_WORDS.near(text, start, stop) or _NUBAN_CLOSE.near(text, start, stop):
+                    if (
+                        _NUBAN_WORDS.near(text, start, stop)
+                        or _NUBAN_CLOSE.near(text, start, stop)
+                        or _NUBAN_PAYMENT.near(text, start, stop)
+                    ):
                         spans.append(Span("NG_NUBAN", start, stop, NUBAN_SCORE))
         return spans
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 
@@ -10,6 +11,7 @@ import pytest
 from openai import AsyncOpenAI, BadRequestError
 
 from gateway.keys import hash_key
+from rails.pii.corpus import pii_corpus
 from tests.conftest import UPSTREAM_KEY, UPSTREAM_KEY_ENV, Gateway, gateway_config, start_gateway
 
 KEYS = {
@@ -139,3 +141,102 @@ async def test_embeddings_and_completions_inputs_are_checked(rails_gateway, fres
             "/completions", headers=auth, json={"model": "gpt-test", "prompt": f"to {EMAIL}"}
         )
         assert fresh_upstream.last().json["prompt"] == "to <EMAIL_ADDRESS>"
+
+
+CORPUS_TENANTS = {
+    "corpus-redact": {"input": [{"pii": {"action": "redact"}}]},
+    "corpus-pseudo": {"input": [{"pii": {"action": "pseudonymize"}}]},
+}
+
+
+@pytest.fixture(scope="module")
+def corpus_gateway(upstream) -> Iterator[Gateway]:
+    raw = gateway_config(upstream.url)
+    raw["tenants"] = [
+        {"id": t, "keys": [{"key_sha256": hash_key(f"rg-test-{t}-" + "d" * 40)}], "policy": p}
+        for t, p in CORPUS_TENANTS.items()
+    ]
+    server, gw = start_gateway(raw, {UPSTREAM_KEY_ENV: UPSTREAM_KEY})
+    with server:
+        yield gw
+
+
+def corpus_values() -> list[tuple[str, list[str]]]:
+    samples = pii_corpus(n=120, seed=3)
+    return [(s.text, [s.text[a:b] for _, a, b in s.labels]) for s in samples]
+
+
+@pytest.mark.parametrize("tenant", list(CORPUS_TENANTS))
+@pytest.mark.parametrize("stream", [False, True])
+async def test_generated_corpus_never_reaches_the_upstream(
+    corpus_gateway, fresh_upstream, tenant, stream
+):
+    key = f"rg-test-{tenant}-" + "d" * 40
+    leaked: list[str] = []
+    async with AsyncOpenAI(base_url=corpus_gateway.v1, api_key=key, max_retries=0) as sdk:
+        for text, values in corpus_values():
+            if stream:
+                chunks = await sdk.chat.completions.create(
+                    model="echo", messages=ask(text), stream=True
+                )
+                answer = "".join(
+                    [c.choices[0].delta.content or "" async for c in chunks if c.choices]
+                )
+            else:
+                reply = await sdk.chat.completions.create(model="echo", messages=ask(text))
+                answer = reply.choices[0].message.content
+            sent = fresh_upstream.last().body.decode()
+            leaked.extend(v for v in values if v in sent)
+            if tenant == "corpus-pseudo":
+                assert answer == text  # every value restored for the user
+    assert leaked == []
+
+
+async def test_no_pii_prompt_or_key_in_logs(rails_gateway, fresh_upstream, caplog):
+    caplog.set_level(logging.DEBUG)
+    secret_bits = [EMAIL, CARD, "803 123 4567", "4111"]
+    async with client(rails_gateway, "pseudo") as pseudo, client(rails_gateway, "block") as block:
+        await pseudo.chat.completions.create(model="echo", messages=ask(f"{EMAIL} {PHONE}"))
+        stream = await pseudo.chat.completions.create(
+            model="echo", messages=ask(f"{EMAIL} {PHONE}"), stream=True
+        )
+        _ = [c async for c in stream]
+        with pytest.raises(BadRequestError):
+            await block.chat.completions.create(model="gpt-test", messages=ask(f"card {CARD}"))
+    async with httpx.AsyncClient(base_url=rails_gateway.v1) as http:
+        await http.post(
+            "/chat/completions",
+            headers={"authorization": f"Bearer {KEYS['pseudo']}"},
+            content=f'{{"model": "gpt-test", "messages": "{EMAIL}"}}',
+        )
+    logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    assert caplog.records, "expected the gateway to log something at DEBUG"
+    for bit in [*secret_bits, *KEYS.values()]:
+        assert bit not in logged
+
+
+async def test_tool_calls_and_tool_results_are_checked(rails_gateway, fresh_upstream):
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": f"find {EMAIL}"}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "lookup", "arguments": f'{{"email": "{EMAIL}"}}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": f"owner of {EMAIL} is in Lagos"},
+    ]
+    async with client(rails_gateway, "redact") as sdk:
+        await sdk.chat.completions.create(model="gpt-test", messages=messages)
+    sent = fresh_upstream.last()
+    assert EMAIL not in sent.body.decode()
+    got = sent.json["messages"]
+    assert got[0]["content"][0]["text"] == "find <EMAIL_ADDRESS>"
+    assert got[1]["tool_calls"][0]["function"]["arguments"] == '{"email": "<EMAIL_ADDRESS>"}'
+    assert got[2]["content"] == "owner of <EMAIL_ADDRESS> is in Lagos"
+    assert got[1]["tool_calls"][0]["function"]["name"] == "lookup"  # the rest untouched

@@ -3,11 +3,11 @@
 Measured with `python -m rails.pii.evaluate` (default options, no NER model, corpus
 seeds 7 and 11: 600 labelled texts, 400 clean texts):
 
-    overall precision 1.000, recall 0.963; clean texts flagged 0/400 (0.0 %)
-    recall < 1 only where the corpus leaves out context on purpose:
-        NG_NIN 0.839 ("my id is …"), NG_NUBAN 0.648 ("transfer to …"),
-        PHONE_NUMBER 0.963 (a US number written bare)
-    every other entity: precision 1.000, recall 1.000
+    overall precision 1.000, recall 0.998; clean texts flagged 0/400 (0.0 %)
+    recall < 1 only for PHONE_NUMBER 0.963 (a US number written bare, no "+")
+    every other entity: precision 1.000, recall 1.000 (NG_NIN with weak words like
+    "my id is" needs a valid checksum; NG_NUBAN after payment phrases like "transfer to")
+    before those two context rules: NG_NIN 0.839, NG_NUBAN 0.648
     for comparison, Presidio's own AnalyzerEngine (same recognizers, offline) on the
     first 300/200 texts: precision 0.80, recall 0.87 on its entities, 24.5 % of clean
     texts flagged (URLs in code, bare 11-digit numbers as NIN)
@@ -24,11 +24,9 @@ from rails.pii.evaluate import Quality, evaluate
 from rails.pii.testing import shared_engine
 
 MIN_PRECISION = 0.98
-MIN_RECALL = 0.94
+MIN_RECALL = 0.98
 MAX_FP_RATE = 0.01
 MIN_RECALL_BY_ENTITY = {
-    "NG_NIN": 0.80,
-    "NG_NUBAN": 0.60,
     "PHONE_NUMBER": 0.93,
 }
 MIN_ENTITY_PRECISION = 0.97
