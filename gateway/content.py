@@ -247,6 +247,12 @@ class ChunkEdit:
         index = choice.get("index", 0)
         delta = choice.get("delta")
         finished = choice.get("finish_reason") is not None
+        if isinstance(choice.get("text"), str):  # /v1/completions streams
+            text = self._filter((index, -1)).feed(choice["text"])
+            if finished:
+                text += self._filter((index, -1)).flush()
+            choice["text"] = text
+            return bool(text or finished)
         if not isinstance(delta, dict):
             return True
         content = delta.get("content")
@@ -283,14 +289,17 @@ class ChunkEdit:
         try:
             for (index, tool), flt in self._filters.items():
                 rest = flt.flush()
-                if rest:
-                    delta: dict[str, Any] = (
-                        {"content": rest}
-                        if tool < 0
-                        else {"tool_calls": [{"index": tool, "function": {"arguments": rest}}]}
-                    )
-                    choice = {"index": index, "delta": delta, "finish_reason": None}
-                    out.append(encode(orjson.dumps({**self._last, "choices": [choice]})))
+                if not rest:
+                    continue
+                choice: dict[str, Any] = {"index": index, "finish_reason": None}
+                if self._last.get("object") == "text_completion":
+                    choice["text"] = rest
+                elif tool < 0:
+                    choice["delta"] = {"content": rest}
+                else:
+                    tool_delta = {"index": tool, "function": {"arguments": rest}}
+                    choice["delta"] = {"tool_calls": [tool_delta]}
+                out.append(encode(orjson.dumps({**self._last, "choices": [choice]})))
         except Blocked:
             return self._blocked()
         return out

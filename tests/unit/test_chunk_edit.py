@@ -158,3 +158,19 @@ async def test_stream_ending_without_finish_releases_held_text():
 async def test_odd_events_are_relayed_untouched(bad):
     edit = ChunkEdit(HoldTwo)
     assert await edit.feed(bad) == [bad]
+
+
+async def test_completion_stream_text_is_filtered():
+    edit = ChunkEdit(HoldTwo)
+
+    def piece(text: str, finish: str | None = None) -> bytes:
+        body = {
+            "id": "x",
+            "object": "text_completion",
+            "choices": [{"index": 0, "text": text, "finish_reason": finish}],
+        }
+        return encode(orjson.dumps(body))
+
+    out = parsed(await run(edit, [piece("hello "), piece("there"), piece("", "stop")]))
+    assert "".join(c["text"] for b in out for c in b["choices"]) == "HELLO THERE"
+    assert out[-1]["choices"][0]["finish_reason"] == "stop"
