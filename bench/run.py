@@ -2,8 +2,9 @@
 
 Starts nginx as an instant fake OpenAI upstream, then each proxy in turn pinned to
 core 0, drives it with wrk pinned to core 1, and prints a markdown table with the
-Railgate/floor throughput ratio. Every process it starts is stopped on exit.
-See bench/README.md.
+Railgate/floor throughput ratio and, with the `railgate-pii` target (`--pii`), the
+PII-guard-on/no-guard ratio on a prompt full of varying PII. Every process it starts
+is stopped on exit. See bench/README.md.
 """
 
 import argparse
@@ -31,11 +32,17 @@ from floor import BENCH_KEY
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-TARGETS = ("upstream", "floor", "railgate")
+TARGETS = ("upstream", "floor", "railgate", "railgate-pii")
+DEFAULT_TARGETS = ("upstream", "floor", "railgate")
+RAILGATES = ("railgate", "railgate-pii")
+PROMPTS = {"plain": "post.lua", "pii": "post_pii.lua"}  # wrk scripts in bench/
+PII_ENTITIES = 5  # PII values per request in post_pii.lua
+RAILGATE_SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
 PROXY_CORE, LOAD_CORE = "0", "1"
 UPSTREAM_KEY = "sk-bench-upstream-0000000000000000"
 APT_COMMAND = ["apt-get", "install", "-y", "--no-install-recommends", "wrk", "nginx"]
 GOAL_RATIO = 0.5
+GOAL_ADDED_MS = 1.0  # PII guard: median latency added per ~1 KB prompt at c=1
 CHAT_PATH = "/v1/chat/completions"
 ANSWER = (
     '{"id":"chatcmpl-bench0001","object":"chat.completion","created":1733300000,'
@@ -82,12 +89,23 @@ models:
 tenants:
   - id: bench
     keys: [{{name: bench, key_sha256: "{key_sha256}"}}]
+{policy}"""
+PII_POLICY = """\
+    policy:
+      input:
+        - pii: {action: pseudonymize}
+      output:
+        - pii: {entities: [CREDIT_CARD, API_KEY], action: redact}
 """
+PII_SMOKE_TEXT = (
+    "Mail ada.obi@example.com or call +234 803 123 4567 about card 4111 1111 1111 1111."
+)
 
 
 @dataclass
 class Result:
     target: str
+    prompt: str
     concurrency: int
     round: int
     requests: int
@@ -99,6 +117,15 @@ class Result:
     nginx_cpu_ms_per_req: float
     other_cpu_pct: float
     errors: dict[str, int]
+    mean_ms: float = 0.0
+    body_bytes: int = 0
+    """Size of the (last) request body wrk sent."""
+    guarded: int | None = None
+    """Answers carrying `x-railgate-guard-ms` (pii prompt only)."""
+    pii_per_req: float | None = None
+    """Mean `pii.pseudonymized=` count per guarded answer (pii prompt only)."""
+    guard_ms: float | None = None
+    """Mean of `x-railgate-guard-ms`, the gateway's own guard time (pii prompt only)."""
 
 
 def log(message: str) -> None:
@@ -175,16 +202,19 @@ class Processes:
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
 
 
-def http(url: str, body: bytes | None = None, key: str | None = None) -> tuple[int, bytes]:
+def http(
+    url: str, body: bytes | None = None, key: str | None = None
+) -> tuple[int, bytes, dict[str, str]]:
+    """Status, body and (lower-cased) headers of one request."""
     headers = {"content-type": "application/json"}
     if key is not None:
         headers["authorization"] = f"Bearer {key}"
     request = urllib.request.Request(url, data=body, headers=headers)
     try:
         with _NO_PROXY.open(request, timeout=5) as resp:
-            return resp.status, resp.read()
+            return resp.status, resp.read(), {k.lower(): v for k, v in resp.headers.items()}
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+        return exc.code, exc.read(), {k.lower(): v for k, v in exc.headers.items()}
 
 
 def wait_healthy(procs: Processes, name: str, proc: subprocess.Popen[bytes], base: str) -> None:
@@ -202,18 +232,33 @@ def wait_healthy(procs: Processes, name: str, proc: subprocess.Popen[bytes], bas
 
 
 def smoke_test(name: str, base: str, check_auth: bool) -> None:
-    """One real request must succeed (with usage) and, behind a proxy, a bad key must not."""
+    """One real request must succeed (with usage) and, behind a proxy, a bad key must not.
+
+    Behind Railgate a prompt with PII must also succeed, and only `railgate-pii` may
+    report pseudonymized PII in `x-railgate-guards` (nginx answers a fixed body, so what
+    was forwarded cannot be seen here; the rails tests cover that)."""
     body = json.dumps({"model": "bench-model", "messages": [{"role": "user", "content": "hi"}]})
-    status, answer = http(base + CHAT_PATH, body.encode(), BENCH_KEY)
+    status, answer, _ = http(base + CHAT_PATH, body.encode(), BENCH_KEY)
     if status != 200 or "usage" not in json.loads(answer):
         raise RuntimeError(f"{name}: smoke request got {status}: {answer[:300]!r}")
     if check_auth and http(base + CHAT_PATH, body.encode(), "rg-wrong")[0] != 401:
         raise RuntimeError(f"{name}: a wrong key was not refused with 401")
+    if name in RAILGATES:
+        message = {"role": "user", "content": PII_SMOKE_TEXT}
+        body = json.dumps({"model": "bench-model", "messages": [message]})
+        status, answer, headers = http(base + CHAT_PATH, body.encode(), BENCH_KEY)
+        guards = headers.get("x-railgate-guards", "")
+        if status != 200 or "usage" not in json.loads(answer):
+            raise RuntimeError(f"{name}: PII smoke request got {status}: {answer[:300]!r}")
+        if (name == "railgate-pii") != ("pii.pseudonymized=" in guards):
+            raise RuntimeError(f"{name}: unexpected x-railgate-guards: {guards!r}")
+        log(f"{name}: PII smoke request ok, x-railgate-guards: {guards or '(none)'}")
 
 
-def run_wrk(base: str, connections: int, seconds: int) -> dict[str, Any]:
+def run_wrk(base: str, connections: int, seconds: int, prompt: str) -> dict[str, Any]:
+    script = str(BENCH_DIR / PROMPTS[prompt])
     cmd = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
-    cmd += ["--timeout", "10s", "--latency", "-s", str(BENCH_DIR / "post.lua"), base + CHAT_PATH]
+    cmd += ["--timeout", "10s", "--latency", "-s", script, base + CHAT_PATH]
     env = {**os.environ, "BENCH_KEY": BENCH_KEY}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 30)
     for line in out.stdout.splitlines():
@@ -244,6 +289,7 @@ def cpu_snapshot(proxy_pid: int | None, nginx_pid: int) -> tuple[float, float, f
 
 def measure(
     target: str,
+    prompt: str,
     base: str,
     pids: tuple[int | None, int],
     connections: int,
@@ -252,13 +298,15 @@ def measure(
     warmup: int,
 ) -> Result:
     """One wrk run after a discarded warm-up; `pids` are the proxy (None: no proxy) and nginx."""
-    run_wrk(base, connections, warmup)
+    run_wrk(base, connections, warmup, prompt)
     before = cpu_snapshot(*pids)
-    raw = run_wrk(base, connections, seconds)
+    raw = run_wrk(base, connections, seconds, prompt)
     proxy, nginx, wrk, machine = (a - b for a, b in zip(cpu_snapshot(*pids), before, strict=True))
     n, elapsed = max(raw["requests"], 1), raw["duration_us"] / 1e6
+    guarded = raw.get("guarded")
     result = Result(
         target=target,
+        prompt=prompt,
         concurrency=connections,
         round=rnd,
         requests=raw["requests"],
@@ -270,9 +318,35 @@ def measure(
         nginx_cpu_ms_per_req=nginx * 1000 / n,
         other_cpu_pct=max(machine - proxy - nginx - wrk, 0.0) * 100 / elapsed,
         errors={k: v for k, v in raw["errors"].items() if v},
+        mean_ms=raw["mean_us"] / 1000,
+        body_bytes=raw["body_bytes"],
+        guarded=guarded,
+        pii_per_req=raw["pii_pseudonymized"] / guarded if guarded else None,
+        guard_ms=raw["guard_ms_total"] / guarded if guarded else None,
     )
-    log(f"round {rnd} {target} c={connections}: {result.rps:,.0f} req/s {result.errors}")
+    extra = ""
+    if guarded is not None:
+        extra = f", {guarded}/{raw['requests']} guarded"
+        if result.pii_per_req is not None:
+            extra += f", {result.pii_per_req:.2f} PII/req, guard {result.guard_ms:.3f} ms"
+    log(
+        f"round {rnd} {target} ({prompt} prompt) c={connections}: "
+        f"{result.rps:,.0f} req/s{extra} {result.errors}"
+    )
     return result
+
+
+def guard_problem(r: Result) -> str | None:
+    """Why a pii-prompt run does not show the guard as configured (None: it does)."""
+    if r.prompt != "pii" or r.guarded is None:
+        return None
+    if r.target == "railgate" and r.guarded:
+        return f"{r.guarded} answers carry guard headers with guards off"
+    if r.target == "railgate-pii" and r.guarded < r.requests:
+        return f"only {r.guarded} of {r.requests} answers carry guard headers"
+    if r.target == "railgate-pii" and (r.pii_per_req or 0) < PII_ENTITIES:
+        return f"{r.pii_per_req:.2f} PII values pseudonymized per request, expected {PII_ENTITIES}"
+    return None
 
 
 def start_nginx(procs: Processes, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -296,13 +370,18 @@ def start_proxy(
     if target == "floor":
         cmd = [sys.executable, str(BENCH_DIR / "floor.py"), str(port), upstream + "/v1"]
     else:
-        config = workdir / "railgate.yaml"
+        config = workdir / f"{target}.yaml"
         key_sha256 = hashlib.sha256(BENCH_KEY.encode()).hexdigest()
+        policy = PII_POLICY if target == "railgate-pii" else ""
         config.write_text(
-            RAILGATE_CONFIG.format(port=port, upstream=upstream, key_sha256=key_sha256)
+            RAILGATE_CONFIG.format(
+                port=port, upstream=upstream, key_sha256=key_sha256, policy=policy
+            )
         )
         cmd = [railgate_command(), "serve", "--config", str(config), "--port", str(port)]
         env["BENCH_UPSTREAM_KEY"] = UPSTREAM_KEY
+        if target == "railgate-pii":
+            env["RAILGATE_SECRET"] = RAILGATE_SECRET
     proc = procs.start(target, ["taskset", "-c", PROXY_CORE, *cmd], env)
     base = f"http://127.0.0.1:{port}"
     wait_healthy(procs, target, proc, base)
@@ -330,7 +409,7 @@ def ensure_tools(install: bool, targets: list[str]) -> None:
         missing = []
     if missing:
         sys.exit(f"missing {', '.join(missing)}; run: {' '.join(APT_COMMAND)} (or pass --install)")
-    if "railgate" in targets and not railgate_command():
+    if set(RAILGATES) & set(targets) and not railgate_command():
         pip = [sys.executable, "-m", "pip", "install", "-e", str(REPO)]
         if not (install and (REPO / "gateway" / "cli.py").exists()):
             sys.exit(f"railgate is not installed; run: {' '.join(pip)} (or pass --install)")
@@ -355,26 +434,80 @@ def machine_facts() -> dict[str, str]:
     }
 
 
+def plan(targets: list[str]) -> list[tuple[str, str]]:
+    """(target, prompt) runs per concurrency and round, each comparison back to back.
+
+    upstream and floor use the plain prompt; railgate-pii the PII prompt; railgate both:
+    the plain one against the floor (when upstream or floor is selected, or railgate-pii
+    is not) and the PII one as the no-guard baseline of railgate-pii.
+    """
+    pii = "railgate-pii" in targets
+    runs: list[tuple[str, str]] = []
+    for target in targets:
+        if target == "railgate":
+            if not pii or {"upstream", "floor"} & set(targets):
+                runs.append((target, "plain"))
+            if pii:
+                runs.append((target, "pii"))
+        else:
+            runs.append((target, "pii" if target == "railgate-pii" else "plain"))
+    return runs
+
+
 def medians(results: list[Result]) -> list[Result]:
-    """Per target and concurrency, the round with the median throughput."""
-    groups: dict[tuple[str, int], list[Result]] = {}
+    """Per target, prompt and concurrency, the round with the median throughput."""
+    groups: dict[tuple[str, str, int], list[Result]] = {}
     for r in results:
-        groups.setdefault((r.target, r.concurrency), []).append(r)
+        groups.setdefault((r.target, r.prompt, r.concurrency), []).append(r)
     return [sorted(rs, key=lambda r: r.rps)[len(rs) // 2] for rs in groups.values()]
 
 
-def ratios(results: list[Result]) -> dict[int, list[float]]:
-    """Railgate/floor throughput per concurrency, one ratio per round."""
-    rps = {(r.target, r.concurrency, r.round): r.rps for r in results}
-    out: dict[int, list[float]] = {}
-    for (target, c, rnd), value in rps.items():
-        if target == "railgate" and ("floor", c, rnd) in rps:
-            out.setdefault(c, []).append(value / rps[("floor", c, rnd)])
+COMPARISONS = {  # name: (target, baseline), both on the same prompt
+    "railgate/floor": (("railgate", "plain"), ("floor", "plain")),
+    "railgate-pii/railgate": (("railgate-pii", "pii"), ("railgate", "pii")),
+}
+
+
+def paired(results: list[Result], name: str) -> dict[int, list[tuple[Result, Result]]]:
+    """Per concurrency, one (target, baseline) pair of runs per round."""
+    target, baseline = COMPARISONS[name]
+    by_key = {(r.target, r.prompt, r.concurrency, r.round): r for r in results}
+    out: dict[int, list[tuple[Result, Result]]] = {}
+    for (t, prompt, c, rnd), r in by_key.items():
+        if (t, prompt) == target and (*baseline, c, rnd) in by_key:
+            out.setdefault(c, []).append((r, by_key[(*baseline, c, rnd)]))
+    return out
+
+
+def ratios(results: list[Result]) -> dict[str, dict[int, list[float]]]:
+    """Per comparison and concurrency, the throughput ratio of every round."""
+    out: dict[str, dict[int, list[float]]] = {}
+    for name in COMPARISONS:
+        pairs = paired(results, name)
+        if pairs:
+            out[name] = {c: [a.rps / b.rps for a, b in ps] for c, ps in pairs.items()}
+    return out
+
+
+def pii_added(results: list[Result]) -> dict[int, dict[str, list[float]]]:
+    """railgate-pii minus railgate on the PII prompt, per concurrency, one value per round:
+    median and mean latency (ms) and proxy CPU per request (ms)."""
+    out: dict[int, dict[str, list[float]]] = {}
+    for c, pairs in paired(results, "railgate-pii/railgate").items():
+        out[c] = {
+            "p50_ms": [a.p50_ms - b.p50_ms for a, b in pairs],
+            "mean_ms": [a.mean_ms - b.mean_ms for a, b in pairs],
+            "cpu_ms_per_req": [
+                (a.proxy_cpu_ms_per_req or 0) - (b.proxy_cpu_ms_per_req or 0) for a, b in pairs
+            ],
+        }
     return out
 
 
 def report(facts: dict[str, str], results: list[Result], args: argparse.Namespace) -> str:
     lines = [f"- {k}: {v}" for k, v in facts.items()]
+    by_prompt = {r.prompt: r.body_bytes for r in results}
+    sizes = ", ".join(f"{p} {n:,} B" for p, n in by_prompt.items())
     lines += [
         f"- command: `{' '.join(['python', *sys.argv])}`",
         f"- proxies pinned to core {PROXY_CORE}; wrk and nginx (upstream) share core {LOAD_CORE}",
@@ -382,27 +515,49 @@ def report(facts: dict[str, str], results: list[Result], args: argparse.Namespac
         f"{args.rounds} round(s); rows show the median round by req/s",
         "- other CPU %: CPU used by anything else on the machine during the run (% of one core;"
         " high means a noisy run)",
+        "- prompt: `plain` = bench/post.lua (fixed, no PII); `pii` = bench/post_pii.lua"
+        f" ({PII_ENTITIES} PII values, varied per request); request bodies: {sizes}",
+        "- guard ms: mean `x-railgate-guard-ms` (the gateway's own guard time per request);"
+        " PII/req: mean `pii.pseudonymized=` count per answer",
         "",
-        "| target | conc. | req/s | p50 ms | p99 ms | proxy CPU ms/req | nginx CPU ms/req "
-        "| other CPU % | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| target | prompt | conc. | req/s | p50 ms | p99 ms | proxy CPU ms/req "
+        "| nginx CPU ms/req | other CPU % | guard ms | PII/req | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in medians(results):
         cpu = "n/a" if r.proxy_cpu_ms_per_req is None else f"{r.proxy_cpu_ms_per_req:.3f}"
-        same = [x for x in results if (x.target, x.concurrency) == (r.target, r.concurrency)]
+        key = (r.target, r.prompt, r.concurrency)
+        same = [x for x in results if (x.target, x.prompt, x.concurrency) == key]
         errors = sum(sum(x.errors.values()) for x in same)
+        guard = "n/a" if r.guard_ms is None else f"{r.guard_ms:.3f}"
+        found = "n/a" if r.pii_per_req is None else f"{r.pii_per_req:.2f}"
         lines.append(
-            f"| {r.target} | {r.concurrency} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
-            f"| {cpu} | {r.nginx_cpu_ms_per_req:.3f} | {r.other_cpu_pct:.0f} | {errors} |"
+            f"| {r.target} | {r.prompt} | {r.concurrency} | {r.rps:,.0f} | {r.p50_ms:.2f} "
+            f"| {r.p99_ms:.2f} | {cpu} | {r.nginx_cpu_ms_per_req:.3f} | {r.other_cpu_pct:.0f} "
+            f"| {guard} | {found} | {errors} |"
         )
     lines.append("")
-    for c, per_round in ratios(results).items():
-        ratio = statistics.median(per_round)
-        verdict = "meets" if ratio >= GOAL_RATIO else "BELOW"
-        rounds = ", ".join(f"{x:.2f}" for x in per_round)
+    labels = {
+        "railgate/floor": "Railgate/floor throughput",
+        "railgate-pii/railgate": "Railgate PII on/off throughput (pii prompt)",
+    }
+    for name, per_c in ratios(results).items():
+        for c, per_round in per_c.items():
+            ratio = statistics.median(per_round)
+            verdict = "meets" if ratio >= GOAL_RATIO else "BELOW"
+            rounds = ", ".join(f"{x:.2f}" for x in per_round)
+            lines.append(
+                f"- {labels[name]} at c={c}: **{ratio:.2f}x** "
+                f"({verdict} the {GOAL_RATIO}x goal; per round: {rounds})"
+            )
+    for c, added in pii_added(results).items():
+        p50 = statistics.median(added["p50_ms"])
+        verdict = "meets" if p50 <= GOAL_ADDED_MS else "ABOVE"
+        goal = f"{verdict} the {GOAL_ADDED_MS:g} ms goal; " if c == 1 else ""
+        per_round = "; ".join(f"{k} {', '.join(f'{x:+.2f}' for x in v)}" for k, v in added.items())
         lines.append(
-            f"- Railgate/floor throughput at c={c}: **{ratio:.2f}x** "
-            f"({verdict} the {GOAL_RATIO}x goal; per round: {rounds})"
+            f"- PII guard added at c={c}: median latency **{p50:+.2f} ms** "
+            f"({goal}per round: {per_round})"
         )
     return "\n".join(lines)
 
@@ -410,7 +565,14 @@ def report(facts: dict[str, str], results: list[Result], args: argparse.Namespac
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
-        "--targets", default=",".join(TARGETS), help="comma list of " + ",".join(TARGETS)
+        "--targets",
+        default=",".join(DEFAULT_TARGETS),
+        help="comma list of " + ",".join(TARGETS),
+    )
+    parser.add_argument(
+        "--pii",
+        action="store_true",
+        help="add railgate-pii and its no-guard railgate baseline on the PII prompt",
     )
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
     parser.add_argument(
@@ -425,7 +587,12 @@ def parse_args() -> argparse.Namespace:
         help="apt-get install wrk/nginx, pip install railgate if missing",
     )
     args = parser.parse_args()
-    args.targets = [t for t in TARGETS if t in args.targets.split(",")]
+    wanted = set(args.targets.split(","))
+    if unknown := wanted - set(TARGETS):
+        parser.error(f"unknown target(s): {', '.join(sorted(unknown))}")
+    if args.pii:
+        wanted |= set(RAILGATES)
+    args.targets = [t for t in TARGETS if t in wanted]
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     if not args.targets or min(args.duration, args.warmup, args.rounds) < 1:
         parser.error("need a known target and --duration, --warmup, --rounds >= 1")
@@ -441,7 +608,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in background
     facts = machine_facts()
     results: list[Result] = []
-    runs = args.rounds * len(args.targets) * len(args.concurrency)
+    runs_per_round = plan(args.targets)
+    runs = args.rounds * len(runs_per_round) * len(args.concurrency)
     log(f"{runs} runs, about {runs * (args.duration + args.warmup)} s of load")
     with tempfile.TemporaryDirectory(prefix="railgate-bench-") as tmp:
         workdir = Path(tmp)
@@ -457,14 +625,15 @@ def main() -> int:
                     endpoints[target] = (proxy.pid, base)
             for rnd in range(1, args.rounds + 1):
                 for connections in args.concurrency:
-                    for target in args.targets:  # floor and railgate back to back
+                    for target, prompt in runs_per_round:  # compared runs back to back
                         pid, base = endpoints[target]
                         pids = (pid, nginx.pid)
-                        results.append(
-                            measure(
-                                target, base, pids, connections, rnd, args.duration, args.warmup
-                            )
+                        result = measure(
+                            target, prompt, base, pids, connections, rnd, args.duration, args.warmup
                         )
+                        results.append(result)
+                        if problem := guard_problem(result):
+                            log(f"WARNING: {target} c={connections}: {problem}")
         except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as exc:
             log(f"FAILED: {exc}")
             return 1
@@ -475,11 +644,16 @@ def main() -> int:
             procs.stop_all()
     print(report(facts, results, args))
     if args.json:
-        data = {"facts": facts, "results": [asdict(r) for r in results], "ratios": ratios(results)}
+        data = {
+            "facts": facts,
+            "results": [asdict(r) for r in results],
+            "ratios": ratios(results),
+            "pii_added": pii_added(results),
+        }
         Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
-    failed = [r for r in results if r.errors or r.requests == 0]
+    failed = [r for r in results if r.errors or r.requests == 0 or guard_problem(r)]
     if failed:
-        log(f"FAILED: errors in {[(r.target, r.concurrency) for r in failed]}")
+        log(f"FAILED: errors in {[(r.target, r.prompt, r.concurrency) for r in failed]}")
     return 1 if failed else 0
 
 
