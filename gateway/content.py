@@ -54,6 +54,14 @@ class RailStages:
         self._policy_for = policy_for
         self._pipeline_for = pipeline_for
         self._secret = secret
+        self._tenant_keys: dict[str, bytes] = {}
+
+    def _tenant_key(self, tenant: str) -> bytes:
+        key = self._tenant_keys.get(tenant)
+        if key is None:
+            key = hmac.new(self._secret, tenant.encode(), hashlib.sha256).digest()
+            self._tenant_keys[tenant] = key
+        return key
 
     def _context(self, call: Call) -> GuardContext:
         if call.guards is None:
@@ -62,7 +70,7 @@ class RailStages:
                 tenant_id=tenant,
                 request_id=call.request_id,
                 model=call.route.model.name,
-                tenant_secret=hmac.new(self._secret, tenant.encode(), hashlib.sha256).digest(),
+                tenant_secret=self._tenant_key(tenant),
             )
         return call.guards
 
