@@ -57,7 +57,7 @@ class CredentialDetector:
             return []
         spans: list[Span] = []
         if "API_KEY" in wanted and ("sk-" in text or "rg-" in text):
-            spans += [_span("API_KEY", m) for m in _API_KEY.finditer(text) if _random(m.group())]
+            spans += [_span("API_KEY", m) for m in _api_keys(text) if _random(m.group())]
         if "AWS_ACCESS_KEY" in wanted and ("AKIA" in text or "ASIA" in text):
             spans += [_span("AWS_ACCESS_KEY", m) for m in _AWS.finditer(text)]
         if "GITHUB_TOKEN" in wanted and any(m in text for m in GITHUB_MARKERS):
@@ -67,6 +67,29 @@ class CredentialDetector:
         if "PRIVATE_KEY" in wanted and "-----BEGIN" in text:
             spans += _private_keys(text)
         return [s for s in spans if s.score >= threshold]
+
+
+def _api_keys(text: str) -> list[re.Match[str]]:
+    """`_API_KEY.finditer(text)`, but tried only where `sk-` or `rg-` occurs: a search
+    starting with a look-behind tests every position of the text (~15 µs per KB)."""
+    starts = sorted(_find_all(text, "sk-") + _find_all(text, "rg-"))
+    found: list[re.Match[str]] = []
+    for pos in starts:
+        if found and pos < found[-1].end():
+            continue
+        m = _API_KEY.match(text, pos)
+        if m is not None:
+            found.append(m)
+    return found
+
+
+def _find_all(text: str, marker: str) -> list[int]:
+    positions = []
+    pos = text.find(marker)
+    while pos != -1:
+        positions.append(pos)
+        pos = text.find(marker, pos + 1)
+    return positions
 
 
 def _span(entity: str, m: re.Match[str]) -> Span:

@@ -21,6 +21,7 @@ import re
 
 import phonenumbers
 
+from rails.pii.cache import LruCache
 from rails.pii.context import ContextWords, boosted
 from rails.pii.scan import Candidates
 from rails.pii.spans import Span
@@ -47,6 +48,7 @@ _CONTEXT = ContextWords(
         *("whatsapp", "sms", "text me", "reach me", "contact", "fax", "dial"),
     ]
 )
+_VALID: LruCache[tuple[str, str | None], bool] = LruCache(4096)
 _INTL_SCORE = 0.75
 _NATIONAL_SCORE = 0.4
 
@@ -66,6 +68,10 @@ class PhoneDetector:
             nigerian = self._nigerian(text, run.start, run.end, threshold)
             spans += nigerian
             if text[run.start] == "+":
+                if _covers(nigerian, run.start, run.end):
+                    # A `+234` mobile spanning the whole run scores at least what
+                    # parsing it could give, over the same characters: skip parsing.
+                    continue
                 spans += self._international(text, run.start, run.end, threshold)
             elif not nigerian:
                 spans += self._national(text, run.start, run.end, threshold)
@@ -101,13 +107,18 @@ class PhoneDetector:
         return []
 
     def _national(self, text: str, start: int, end: int, threshold: float) -> list[Span]:
-        context = _CONTEXT.near(text, start, end)
-        score = boosted(_NATIONAL_SCORE) if context else _NATIONAL_SCORE
-        if score < threshold or _glued(text, start, end):
+        if boosted(_NATIONAL_SCORE) < threshold or _glued(text, start, end):
             return []
         candidate = text[start:end].rstrip(_SEPARATORS)
-        for shape, regions in NATIONAL_SHAPES:
-            if shape.fullmatch(candidate) and any(_valid(candidate, r) for r in regions):
+        shapes = [regions for shape, regions in NATIONAL_SHAPES if shape.fullmatch(candidate)]
+        if not shapes:
+            return []  # checked before the (slower) context search
+        context = _CONTEXT.near(text, start, end)
+        score = boosted(_NATIONAL_SCORE) if context else _NATIONAL_SCORE
+        if score < threshold:
+            return []
+        for regions in shapes:
+            if any(_valid(candidate, r) for r in regions):
                 return [Span("PHONE_NUMBER", start, start + len(candidate), score)]
         return []
 
@@ -119,8 +130,18 @@ def _glued(text: str, start: int, end: int) -> bool:
     return before.isalnum() or before in _GLUED or after.isalnum() or after == "_"
 
 
+def _covers(spans: list[Span], start: int, end: int) -> bool:
+    return any(s.start == start and s.end == end for s in spans)
+
+
 def _valid(candidate: str, region: str | None) -> bool:
-    try:
-        return bool(phonenumbers.is_valid_number(phonenumbers.parse(candidate, region)))
-    except phonenumbers.NumberParseException:
-        return False
+    """`phonenumbers` says `candidate` is a valid number (cached: parsing costs ~50 µs)."""
+    key = (candidate, region)
+    valid = _VALID.get(key)
+    if valid is None:
+        try:
+            valid = phonenumbers.is_valid_number(phonenumbers.parse(candidate, region))
+        except phonenumbers.NumberParseException:
+            valid = False
+        _VALID.put(key, bool(valid))
+    return bool(valid)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import pairwise
+from operator import attrgetter
 
 __all__ = ["Span", "resolve_overlaps"]
 
@@ -21,13 +23,19 @@ class Span:
         return Span(self.entity, self.start + delta, self.end + delta, self.score)
 
 
+_START = attrgetter("start")
+
+
 def resolve_overlaps(spans: Iterable[Span]) -> tuple[Span, ...]:
     """Keep non-overlapping spans, preferring the highest score, then the longest.
 
     Called once per analysis so that actions can rewrite the text left to right
     without two replacements fighting over the same characters.
     """
-    ranked = sorted(spans, key=lambda s: (-s.score, s.start - s.end, s.start))
+    given = sorted(spans, key=_START)
+    if all(a.start < a.end <= b.start for a, b in pairwise(given)):
+        return tuple(given)  # nothing overlaps (the usual case): all are kept
+    ranked = sorted(given, key=lambda s: (-s.score, s.start - s.end, s.start))
     kept: list[Span] = []
     for span in ranked:
         if all(span.end <= k.start or span.start >= k.end for k in kept):
