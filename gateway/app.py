@@ -51,7 +51,8 @@ def create_app(
     providers = build_providers(settings)
     if stages is None:
         policies = TenantPolicies(settings, GuardRegistry(nlp_model=settings.nlp_model))
-        stages = RailStages(policies.for_tenant, policies.pipeline, rails_secret())
+        secret = rails_secret(needed=policies.uses_pii)
+        stages = RailStages(policies.for_tenant, policies.pipeline, secret)
     tasks = Tasks()
     auth = Authenticator(settings, store)
     proxy = Proxy(

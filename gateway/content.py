@@ -114,6 +114,7 @@ class RailStages:
         choices = answer.get("choices") if isinstance(answer, dict) else None
         if not isinstance(choices, list):
             return reply
+        changed = False
         for choice in choices:
             if not isinstance(choice, dict):
                 continue
@@ -122,11 +123,16 @@ class RailStages:
                 texts = await pipeline.run("output", [c[k] for c, k in slots], ctx)
             except Blocked:
                 _refuse_choice(choice, policy.refusal)
+                changed = True
                 continue
             except GuardFailed as exc:
                 raise GuardUnavailable(f"The {exc.guard} rail is unavailable.") from None
             for (container, key), text in zip(slots, texts, strict=True):
-                container[key] = text
+                if container[key] != text:
+                    container[key] = text
+                    changed = True
+        if not changed:  # the upstream's bytes stay as they came
+            return reply
         return UpstreamReply(orjson.dumps(answer), reply.status, reply.content_type, reply.headers)
 
     def open_stream(self, call: Call) -> ChunkEdit | None:

@@ -49,6 +49,12 @@ class TenantPolicies:
                 pipeline.unstreamable,
             )
 
+    @property
+    def uses_pii(self) -> bool:
+        """Some policy runs the PII guard (so hashes and pseudonyms need the secret)."""
+        policies = (self._default, *self._by_tenant.values())
+        return any(spec.kind == "pii" for p in policies for spec in (*p.input, *p.output))
+
     def for_tenant(self, tenant_id: str) -> Policy:
         return self._by_tenant.get(tenant_id, self._default)
 
@@ -56,7 +62,7 @@ class TenantPolicies:
         return self._registry.pipeline(policy)
 
 
-def rails_secret() -> bytes:
+def rails_secret(*, needed: bool = True) -> bytes:
     """The key behind per-tenant hashes and pseudonyms, from `RAILGATE_SECRET`.
 
     Without it a random key is drawn per process: pseudonyms then change on restart and
@@ -65,5 +71,8 @@ def rails_secret() -> bytes:
     value = os.environ.get(SECRET_ENV, "")
     if value:
         return value.encode()
-    log.warning("%s is not set: PII pseudonyms and hashes will not survive a restart", SECRET_ENV)
+    if needed:
+        log.warning(
+            "%s is not set: PII pseudonyms and hashes will not survive a restart", SECRET_ENV
+        )
     return os.urandom(32)

@@ -32,6 +32,7 @@ FAKE_MODELS = [
     "hang",
     "hang-json",
     "echo",
+    "pretty",
     "garbage",
     "no-usage",
     "status-400",

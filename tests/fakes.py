@@ -15,6 +15,7 @@ serves every scenario at once:
     garbage            answers 200 with a body that is not JSON
     no-usage           answers without a usage object (stream ignores include_usage)
     echo               answers with the last user message (streamed 3 characters a chunk)
+    pretty             answers indented JSON (to tell untouched bytes from re-encoded ones)
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ class FakeUpstream:
         if request.get("stream"):
             await self._stream(scope, receive, send, request, model)
             return
-        await _json(send, 200, orjson.dumps(_answer(scope["path"], request, model)))
+        option = orjson.OPT_INDENT_2 if model == "pretty" else None
+        await _json(send, 200, orjson.dumps(_answer(scope["path"], request, model), option=option))
 
     async def _stream(
         self, scope: Any, receive: Any, send: Any, request: dict[str, Any], model: str

@@ -240,3 +240,20 @@ async def test_tool_calls_and_tool_results_are_checked(rails_gateway, fresh_upst
     assert got[1]["tool_calls"][0]["function"]["arguments"] == '{"email": "<EMAIL_ADDRESS>"}'
     assert got[2]["content"] == "owner of <EMAIL_ADDRESS> is in Lagos"
     assert got[1]["tool_calls"][0]["function"]["name"] == "lookup"  # the rest untouched
+
+
+async def test_answer_bytes_untouched_when_rails_change_nothing(rails_gateway, fresh_upstream):
+    async with httpx.AsyncClient(base_url=rails_gateway.v1) as http:
+        resp = await http.post(
+            "/chat/completions",
+            headers={"authorization": f"Bearer {KEYS['out']}"},
+            json={"model": "pretty", "messages": ask("no personal data here")},
+        )
+        assert resp.status_code == 200
+        assert resp.content.startswith(b'{\n  "id": "chatcmpl-fake"')  # not re-encoded
+        changed = await http.post(
+            "/chat/completions",
+            headers={"authorization": f"Bearer {KEYS['out']}"},
+            json={"model": "echo", "messages": ask(f"mail {EMAIL}")},
+        )
+    assert changed.json()["choices"][0]["message"]["content"] == "mail <EMAIL_ADDRESS>"
