@@ -22,6 +22,9 @@ _API_KEY = re.compile(
     r"(?<![A-Za-z0-9_\-])(?:sk-(?:proj-|svcacct-|admin-|ant-(?:api|admin|oat)[0-9]{2}-)?"
     r"[A-Za-z0-9_\-]{20,512}|rg-[A-Za-z0-9_\-]{32,512})(?![A-Za-z0-9_\-])"
 )
+_DIGIT = re.compile(r"[0-9]")
+_ALPHA = re.compile(r"[A-Za-z]")
+_DASHES = re.compile(r"[-_]")
 _AWS = re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])")
 _GITHUB = re.compile(
     r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,255})"
@@ -99,9 +102,10 @@ def _span(entity: str, m: re.Match[str]) -> Span:
 def _random(key: str) -> bool:
     """A key body looks random: letters and digits mixed, or one long unbroken run."""
     body = key.split("-", 1)[1]
-    has_digit = any(c.isdigit() for c in body)
-    has_alpha = any(c.isalpha() for c in body)
-    longest = max(len(part) for part in re.split(r"[-_]", body))
+    # `_API_KEY` bodies are ASCII letters, digits, `-` and `_` only.
+    has_digit = _DIGIT.search(body) is not None
+    has_alpha = _ALPHA.search(body) is not None
+    longest = max(map(len, _DASHES.split(body)))
     return (has_digit and has_alpha and longest >= 8) or longest >= 20
 
 

@@ -71,23 +71,30 @@ class NigeriaIdDetector:
             end = min(len(text), run.end + 1)
             if ids and run.digits >= 11:
                 for m in _ELEVEN.finditer(text, run.start, end):
-                    span = self._nin_or_bvn(text, m.start(), m.end(), wanted)
+                    span = self._nin_or_bvn(text, m.start(), m.end(), wanted, found.lowered)
                     if span is not None and span.score >= threshold:
                         spans.append(span)
             if "NG_NUBAN" in wanted and run.digits >= 10 and threshold <= NUBAN_SCORE:
                 for m in _TEN.finditer(text, run.start, end):
                     start, stop = m.span()
                     if (
-                        _NUBAN_WORDS.near(text, start, stop)
-                        or _NUBAN_CLOSE.near(text, start, stop)
-                        or _NUBAN_PAYMENT.near(text, start, stop)
+                        _NUBAN_WORDS.near(text, start, stop, found.lowered)
+                        or _NUBAN_CLOSE.near(text, start, stop, found.lowered)
+                        or _NUBAN_PAYMENT.near(text, start, stop, found.lowered)
                     ):
                         spans.append(Span("NG_NUBAN", start, stop, NUBAN_SCORE))
         return spans
 
-    def _nin_or_bvn(self, text: str, start: int, end: int, wanted: frozenset[str]) -> Span | None:
-        nin = _NIN_WORDS.distance(text, start, end)
-        bvn = _BVN_WORDS.distance(text, start, end)
+    def _nin_or_bvn(
+        self,
+        text: str,
+        start: int,
+        end: int,
+        wanted: frozenset[str],
+        lowered: str | None = None,
+    ) -> Span | None:
+        nin = _NIN_WORDS.distance(text, start, end, lowered)
+        bvn = _BVN_WORDS.distance(text, start, end, lowered)
         if nin is None and bvn is None:
             return None
         checksum = bool(self._nin.validate_result(text[start:end]))

@@ -65,31 +65,35 @@ class PhoneDetector:
         for run in found.numbers:
             if not 7 <= run.digits <= 24:
                 continue
-            nigerian = self._nigerian(text, run.start, run.end, threshold)
+            nigerian = self._nigerian(text, run.start, run.end, threshold, found.lowered)
             spans += nigerian
             if text[run.start] == "+":
                 if _covers(nigerian, run.start, run.end):
                     # A `+234` mobile spanning the whole run scores at least what
                     # parsing it could give, over the same characters: skip parsing.
                     continue
-                spans += self._international(text, run.start, run.end, threshold)
+                spans += self._international(text, run.start, run.end, threshold, found.lowered)
             elif not nigerian:
-                spans += self._national(text, run.start, run.end, threshold)
+                spans += self._national(text, run.start, run.end, threshold, found.lowered)
         return spans
 
-    def _nigerian(self, text: str, start: int, end: int, threshold: float) -> list[Span]:
+    def _nigerian(
+        self, text: str, start: int, end: int, threshold: float, lowered: str | None = None
+    ) -> list[Span]:
         spans = []
         for m in _NG_MOBILE.finditer(text, start, min(len(text), end + 1)):
             score = 0.8 if m.group("cc") else 0.6
-            if _CONTEXT.near(text, m.start(), m.end()):
+            if _CONTEXT.near(text, m.start(), m.end(), lowered):
                 score = boosted(score)
             if score >= threshold:
                 spans.append(Span("PHONE_NUMBER", m.start(), m.end(), score))
         return spans
 
-    def _international(self, text: str, start: int, end: int, threshold: float) -> list[Span]:
+    def _international(
+        self, text: str, start: int, end: int, threshold: float, lowered: str | None = None
+    ) -> list[Span]:
         score = _INTL_SCORE
-        if _CONTEXT.near(text, start, end):
+        if _CONTEXT.near(text, start, end, lowered):
             score = boosted(score)
         if score < threshold:
             return []
@@ -106,14 +110,16 @@ class PhoneDetector:
             stop = start + cut
         return []
 
-    def _national(self, text: str, start: int, end: int, threshold: float) -> list[Span]:
+    def _national(
+        self, text: str, start: int, end: int, threshold: float, lowered: str | None = None
+    ) -> list[Span]:
         if boosted(_NATIONAL_SCORE) < threshold or _glued(text, start, end):
             return []
         candidate = text[start:end].rstrip(_SEPARATORS)
         shapes = [regions for shape, regions in NATIONAL_SHAPES if shape.fullmatch(candidate)]
         if not shapes:
             return []  # checked before the (slower) context search
-        context = _CONTEXT.near(text, start, end)
+        context = _CONTEXT.near(text, start, end, lowered)
         score = boosted(_NATIONAL_SCORE) if context else _NATIONAL_SCORE
         if score < threshold:
             return []

@@ -94,7 +94,9 @@ class _Windowed:
         self._any = _any_of([p.regex for p in patterns], flags) if len(patterns) > 1 else None
         self._context = ContextWords([*(recognizer.context or ()), *extra_context])
 
-    def find(self, text: str, start: int, end: int, threshold: float) -> list[Span]:
+    def find(
+        self, text: str, start: int, end: int, threshold: float, lowered: str | None = None
+    ) -> list[Span]:
         found: list[Span] = []
         stop = min(len(text), end + 1)
         if self._any is not None and self._any.search(text, start, stop) is None:
@@ -110,7 +112,7 @@ class _Windowed:
                     score = EntityRecognizer.MAX_SCORE if valid else EntityRecognizer.MIN_SCORE
                 if self.recognizer.invalidate_result(value):
                     score = EntityRecognizer.MIN_SCORE
-                if 0 < score < 1 and self._context.near(text, m.start(), m.end()):
+                if 0 < score < 1 and self._context.near(text, m.start(), m.end(), lowered):
                     score = boosted(score)
                 if score > 0 and score >= threshold:
                     found.append(Span(self.entity, m.start(), m.end(), score))
@@ -160,23 +162,23 @@ class PresidioDetector:
         spans: list[Span] = []
         if "EMAIL_ADDRESS" in wanted:
             for start, end in found.emails:
-                spans += self.email.find(text, start, end, threshold)
+                spans += self.email.find(text, start, end, threshold, found.lowered)
         if "URL" in wanted:
             for start, end in found.urls:
-                spans += self.url.find(text, start, end, threshold)
+                spans += self.url.find(text, start, end, threshold, found.lowered)
         if "IP_ADDRESS" in wanted:
             for start, end in found.ipv6:
-                spans += self.ip.find(text, start, end, threshold)
+                spans += self.ip.find(text, start, end, threshold, found.lowered)
         if "IBAN_CODE" in wanted:
             for start in found.ibans:
                 spans += self._iban(text, start, threshold)
         for run in found.numbers:
             if "CREDIT_CARD" in wanted and run.digits >= 13:
-                spans += self.card.find(text, run.start, run.end, threshold)
+                spans += self.card.find(text, run.start, run.end, threshold, found.lowered)
             if "US_SSN" in wanted and run.digits >= 9:
-                spans += self.ssn.find(text, run.start, run.end, threshold)
+                spans += self.ssn.find(text, run.start, run.end, threshold, found.lowered)
             if "IP_ADDRESS" in wanted and text.count(".", run.start, run.end) >= 3:
-                spans += self.ip.find(text, run.start, run.end, threshold)
+                spans += self.ip.find(text, run.start, run.end, threshold, found.lowered)
         return spans
 
     def _iban(self, text: str, start: int, threshold: float) -> list[Span]:

@@ -14,6 +14,9 @@ import re
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
+import regex
+
+from rails.pii.context import lowered_ascii
 from rails.pii.spans import Span
 
 __all__ = [
@@ -40,9 +43,12 @@ class NumberRun(NamedTuple):
 
 # Digits and separators, at least 7 characters, starting and ending with a digit:
 # phones, cards, ids, IPv4. (Simple classes: measured 2x faster than stricter forms.)
-_NUMBER = re.compile(r"[0-9][0-9 \t.\-/()]{5,}[0-9]")
-_IBAN = re.compile(r"[A-Z][A-Z][0-9][0-9](?:[ \-]?[A-Z0-9]{4}){2}")
-_EMAIL_LOCAL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]{1,64}\Z")
+# These two use the `regex` module: same matches for these ASCII-only patterns, but
+# its scan for a leading class is faster (IBAN ~3x, numbers ~1.2x per KB).
+_NUMBER = regex.compile(r"[0-9][0-9 \t.\-/()]{5,}[0-9]")
+_IBAN = regex.compile(r"[A-Z][A-Z][0-9][0-9](?:[ \-]?[A-Z0-9]{4}){2}")
+_EMAIL_LOCAL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]{1,64}")
+"""The local part of an email, matched on the reversed text before the `@`."""
 _EMAIL_DOMAIN = re.compile(r"[\w-]+(?:\.[\w-]+)+")
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,15}\Z")
 _URL_REST = re.compile(r"[^\s<>\"'`]{1,2048}")
@@ -70,6 +76,8 @@ class Candidates:
     urls: list[Window] = field(default_factory=list)
     ipv6: list[Window] = field(default_factory=list)
     secrets: bool = False
+    lowered: str | None = None
+    """`text.lower()` if the text is ASCII (`context.lowered_ascii`): for context search."""
 
     def drop_before(self, pos: int) -> None:
         """Forget candidates that end before `pos` (text already dealt with)."""
@@ -119,16 +127,19 @@ def scan(text: str) -> Candidates:
     if ":" in text:
         _find_ipv6(text, found.ipv6)
     found.secrets = any(marker in text for marker in SECRET_MARKERS)
+    found.lowered = lowered_ascii(text)
     return found
 
 
 def _find_emails(text: str, out: list[Window]) -> None:
     at = text.find("@")
     while at != -1:
-        left = _EMAIL_LOCAL.search(text, max(0, at - 64), at)
+        # The longest run of local-part characters ending at `@` (at most 64), found
+        # by matching backwards: a forward search ending in `\Z` would try each start.
+        left = _EMAIL_LOCAL.match(text[max(0, at - 64) : at][::-1])
         right = _EMAIL_DOMAIN.match(text, at + 1, at + 256)
         if left and right:
-            out.append((left.start(), right.end()))
+            out.append((at - left.end(), right.end()))
         at = text.find("@", at + 1)
 
 

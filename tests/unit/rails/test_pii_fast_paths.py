@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import random
+import re
 import string
 
 import pytest
@@ -14,11 +15,13 @@ from presidio_analyzer.predefined_recognizers.generic.iban_patterns import regex
 from rails.base import GuardContext
 from rails.pii.actions import _keyed, apply_actions, placeholder_for
 from rails.pii.checksums import luhn_ok, mod97_ok
+from rails.pii.context import ContextWords, lowered_ascii
 from rails.pii.corpus import pii_corpus
 from rails.pii.credentials import _API_KEY, _api_keys
 from rails.pii.iban import IbanFinder, _validate
 from rails.pii.options import PiiOptions
 from rails.pii.presidio import OfflineEmailRecognizer
+from rails.pii.scan import _EMAIL_DOMAIN, _IBAN, _NUMBER, scan
 from rails.pii.spans import Span, resolve_overlaps
 
 IBANS = [
@@ -134,3 +137,44 @@ def test_iban_validation_matches_presidio() -> None:
         assert _validate(value) == expected, value
         verdicts[expected] += 1
     assert all(verdicts.values()), verdicts  # every branch exercised
+
+
+def test_context_search_on_lowered_text_matches_case_folding_search() -> None:
+    words = ContextWords(["phone", "text me", "account number", "bank account", "a/c", "nin"])
+    pieces = ["Phone", "TEXT me", "Bank Account Number", "a/c", "_", "x", "9", " ", ".", "nin"]
+    rng = random.Random(11)
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 12)))
+        lowered = lowered_ascii(text)
+        assert lowered == text.lower()
+        start = rng.randint(0, len(text))
+        end = rng.randint(start, len(text))
+        assert words.distance(text, start, end, lowered) == words.distance(text, start, end)
+    assert lowered_ascii("Téléphone") is None
+
+
+def test_email_local_part_scan_matches_a_backward_search() -> None:
+    local = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]{1,64}\Z")
+    rng = random.Random(12)
+    for _ in range(3000):
+        text = "".join(rng.choice("ab.-_ @é+x" + "a" * 5) for _ in range(rng.randint(1, 90)))
+        expected = []
+        at = text.find("@")
+        while at != -1:
+            left = local.search(text, max(0, at - 64), at)
+            right = _EMAIL_DOMAIN.match(text, at + 1, at + 256)
+            if left and right:
+                expected.append((left.start(), right.end()))
+            at = text.find("@", at + 1)
+        assert scan(text).emails == expected
+
+
+def test_scan_patterns_match_their_re_equivalents() -> None:
+    number, iban = re.compile(_NUMBER.pattern), re.compile(_IBAN.pattern)
+    rng = random.Random(13)
+    for _ in range(3000):
+        text = "".join(rng.choice("0123456789 \t.-/()ABGZaz+\u0660é\n") for _ in range(40))
+        assert [m.span() for m in _NUMBER.finditer(text)] == [
+            m.span() for m in number.finditer(text)
+        ]
+        assert [m.span() for m in _IBAN.finditer(text)] == [m.span() for m in iban.finditer(text)]
