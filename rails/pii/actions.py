@@ -18,17 +18,14 @@ Findings carry entity, offsets, score and action, never the value.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from rails.base import Blocked, Finding, GuardContext, Stage
 from rails.pii.cache import LruCache
 from rails.pii.options import Action, PiiOptions
 from rails.pii.spans import Span, resolve_overlaps
-
-if TYPE_CHECKING:
-    from _hashlib import HASH
 
 __all__ = [
     "MAX_PLACEHOLDER",
@@ -51,10 +48,9 @@ _PAST = {
     "block": "blocked",
 }
 _NOUN: dict[Stage, str] = {"input": "prompt", "output": "answer"}
-_BLOCK = 64
-"""SHA-256 block size: HMAC keys are hashed if longer, zero-padded to it otherwise."""
-_PADS: LruCache[bytes, tuple[HASH, HASH]] = LruCache(256)
-"""Tenant secret → its HMAC pad states (one entry per active tenant)."""
+_KEYED: LruCache[bytes, hmac.HMAC] = LruCache(256)
+"""Tenant secret → an HMAC-SHA256 object keyed with it (one entry per active tenant);
+copying a keyed object is ~3x cheaper than `hmac.new`, which re-hashes the key pads."""
 
 
 def apply_actions(
@@ -158,25 +154,13 @@ def _replacement(
 def _keyed(secret: bytes, purpose: bytes, entity: str, value: str) -> str:
     """HMAC-SHA256 of purpose, entity and value under `secret`, in hex."""
     message = b"\x00".join((purpose, entity.encode(), value.encode("utf-8", "surrogatepass")))
-    pads = _PADS.get(secret)
-    if pads is None:
-        pads = _pads(secret)
-        _PADS.put(secret, pads)
-    inner, outer = pads[0].copy(), pads[1].copy()
-    inner.update(message)
-    outer.update(inner.digest())
-    return outer.hexdigest()
-
-
-def _pads(secret: bytes) -> tuple[HASH, HASH]:
-    """SHA-256 states after the HMAC inner and outer pads of `secret` (RFC 2104): copying
-    them is ~3x faster than `hmac.new`, which hashes both pads again for every value."""
-    key = hashlib.sha256(secret).digest() if len(secret) > _BLOCK else secret
-    key = key.ljust(_BLOCK, b"\x00")
-    return (
-        hashlib.sha256(bytes(b ^ 0x36 for b in key)),
-        hashlib.sha256(bytes(b ^ 0x5C for b in key)),
-    )
+    keyed = _KEYED.get(secret)
+    if keyed is None:
+        keyed = hmac.new(secret, digestmod=hashlib.sha256)
+        _KEYED.put(secret, keyed)
+    mac = keyed.copy()
+    mac.update(message)
+    return mac.hexdigest()
 
 
 def _finding(span: Span, action: str, offset: int) -> Finding:
