@@ -50,14 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(f"railgate: invalid configuration at {exc.path}: {exc.reason}", file=sys.stderr)
-        return 2
+        return _invalid(exc)
     if args.command == "config":
         try:
             _build_policies(settings)
         except ConfigError as exc:
-            print(f"railgate: invalid configuration at {exc.path}: {exc.reason}", file=sys.stderr)
-            return 2
+            return _invalid(exc)
         print(
             f"ok: {settings.source} ({len(settings.models)} models, {len(settings.tenants)} tenants)"
         )
@@ -143,18 +141,21 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         try:
             app = asgi_app(create_app(settings, store=store))
         except ConfigError as exc:
-            print(f"railgate: invalid configuration at {exc.path}: {exc.reason}", file=sys.stderr)
-            return 2
+            return _invalid(exc)
         uvicorn.Server(uvicorn.Config(app, **common)).run()
         return 0
     try:
         _build_policies(settings)  # fail here, once, rather than in every worker
     except ConfigError as exc:
-        print(f"railgate: invalid configuration at {exc.path}: {exc.reason}", file=sys.stderr)
-        return 2
+        return _invalid(exc)
     os.environ["RAILGATE_CONFIG"] = settings.source
     uvicorn.run("gateway.asgi:app", factory=True, workers=server.workers, **common)
     return 0
+
+
+def _invalid(exc: ConfigError) -> int:
+    print(f"railgate: invalid configuration at {exc.path}: {exc.reason}", file=sys.stderr)
+    return 2
 
 
 def _build_policies(settings: Settings) -> None:

@@ -23,7 +23,7 @@ from gateway.providers.base import Endpoint
 from gateway.proxy import Proxy
 from gateway.wire import headers_of, read_body, send_body, send_events
 
-__all__ = ["FrontDoor", "request_id_of"]
+__all__ = ["FrontDoor"]
 
 log = logging.getLogger("railgate")
 
@@ -37,11 +37,6 @@ PROXY_ROUTES: dict[str, Endpoint] = {
 
 def _sane(value: bytes) -> bool:
     return 0 < len(value) <= _MAX_ID_LEN and all(0x21 <= b <= 0x7E for b in value)
-
-
-def request_id_of(scope: Any) -> str:
-    state: dict[str, Any] = scope.get("state") or {}
-    return str(state.get("request_id", ""))
 
 
 class FrontDoor:
@@ -111,14 +106,15 @@ class FrontDoor:
                     answer.events,
                 )
         except GatewayError as exc:
-            if started:
-                return
-            out = render(exc)
-            out.headers["x-request-id"] = rid
-            await send_body(send, out.status, out.media_type, out.headers, out.body)
+            if not started:
+                await _send_error(send, exc, rid)
         except Exception as exc:
             log.exception("unhandled error (%s)", type(exc).__name__)
             if not started:
-                out = render(GatewayError("Internal error."))
-                out.headers["x-request-id"] = rid
-                await send_body(send, out.status, out.media_type, out.headers, out.body)
+                await _send_error(send, GatewayError("Internal error."), rid)
+
+
+async def _send_error(send: Send, exc: GatewayError, rid: str) -> None:
+    out = render(exc)
+    out.headers["x-request-id"] = rid
+    await send_body(send, out.status, out.media_type, out.headers, out.body)

@@ -4,7 +4,7 @@
 `call.request.body`, raise `ContentBlocked`, or return a refusal to answer with. `on_response` sees a complete answer
 before the client does. `open_stream` returns a per-stream `StreamEdit` (or None to
 relay untouched) that sees each SSE event in order and may hold back, rewrite or end
-the stream. The rails pipeline arrives with the rails work; `NoRails` passes all.
+the stream. `gateway.content.RailStages` implements it with each tenant's rails pipeline.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Protocol
 from gateway.call import Call
 from gateway.providers.base import UpstreamReply
 
-__all__ = ["ContentStages", "NoRails", "StreamEdit"]
+__all__ = ["ContentStages", "StreamEdit"]
 
 
 class StreamEdit(Protocol):
@@ -39,17 +39,3 @@ class ContentStages(Protocol):
 
     def headers(self, call: Call) -> dict[str, str]:
         """Response headers summarising what the rails did (counts only)."""
-
-
-class NoRails:
-    async def on_request(self, call: Call) -> str | None:
-        return None
-
-    def headers(self, call: Call) -> dict[str, str]:
-        return {}
-
-    async def on_response(self, call: Call, reply: UpstreamReply) -> UpstreamReply:
-        return reply
-
-    def open_stream(self, call: Call) -> StreamEdit | None:
-        return None

@@ -13,11 +13,17 @@ from litestar import Request, Response, get
 
 from gateway.errors import NotFound
 from gateway.proxy import Proxy
-from gateway.tenancy import extract_key
+from gateway.tenancy import Caller, extract_key
 
 __all__ = ["routes"]
 
 AnyRequest = Request[Any, Any, Any]
+
+
+async def _caller(proxy: Proxy, request: AnyRequest) -> Caller:
+    return await proxy.auth.authenticate(
+        extract_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    )
 
 
 def _model_object(name: str, owner: str) -> dict[str, Any]:
@@ -27,9 +33,7 @@ def _model_object(name: str, owner: str) -> dict[str, Any]:
 @get("/v1/models")
 async def list_models(request: AnyRequest) -> Response[bytes]:
     proxy: Proxy = request.app.state.proxy
-    caller = await proxy.auth.authenticate(
-        extract_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
-    )
+    caller = await _caller(proxy, request)
     data = [
         _model_object(route.model.name, route.model.provider)
         for route in proxy.router.routes()
@@ -41,9 +45,7 @@ async def list_models(request: AnyRequest) -> Response[bytes]:
 @get("/v1/models/{model_id:path}")
 async def get_model(request: AnyRequest) -> Response[bytes]:
     proxy: Proxy = request.app.state.proxy
-    caller = await proxy.auth.authenticate(
-        extract_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
-    )
+    caller = await _caller(proxy, request)
     name = str(request.path_params["model_id"]).lstrip("/")
     route = proxy.router.resolve(name)
     if not caller.may_use(route.model.name):
