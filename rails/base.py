@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+import msgspec
+
 __all__ = [
     "Blocked",
     "Finding",
@@ -36,9 +38,11 @@ __all__ = [
 Stage = Literal["input", "output"]
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """Something a guard found. Never carries the matched text itself."""
+class Finding(msgspec.Struct, frozen=True, gc=False):
+    """Something a guard found. Never carries the matched text itself.
+
+    A msgspec struct, not a frozen dataclass: created per entity on the hot path,
+    where it is ~7x cheaper to build; `gc=False` as it only holds scalars."""
 
     guard: str
     """Guard name, e.g. `pii`."""
@@ -90,6 +94,10 @@ class GuardContext:
 
 @runtime_checkable
 class TextGuard(Protocol):
+    """One check of one text. A guard whose `check` never awaits (CPU work only) may
+    set a class attribute `inline = True`: the pipeline then runs it without arming a
+    deadline, which could only fire at an `await` and so would cost time for nothing."""
+
     name: str
 
     async def check(self, text: str, stage: Stage, ctx: GuardContext) -> str:

@@ -88,6 +88,7 @@ class DenylistGuard:
     """Blocks texts containing a denied term or pattern, in both stages and in streams."""
 
     name = "denylist"
+    inline = True  # CPU only: never awaits
 
     def __init__(self, options: DenylistOptions) -> None:
         terms = sorted({t.strip() for t in options.terms if t.strip()}, key=len, reverse=True)

@@ -9,8 +9,9 @@ by every request of that policy; all per-request state lives in the `GuardContex
 Each slot adds its own policy around a guard:
 
 - `timeout_s`: one deadline for the guard's pass over all texts of a stage (`run`), so
-  a call's latency is bounded whatever its number of messages. Stream filters are
-  synchronous and bounded by their window instead.
+  a call's latency is bounded whatever its number of messages. Guards that never await
+  (`inline = True`, like `pii` and `denylist`) get none: they cannot be interrupted.
+  Stream filters are synchronous and bounded by their window instead.
 - `on_error`: a guard that raises (anything but `Blocked`) or times out either fails the
   call (`block`, the default: fail closed → `GuardFailed`, a 503) or is skipped (`allow`:
   logged with the guard name and exception type, counted in `errors`, texts unchanged).
@@ -26,13 +27,15 @@ interrupt a guard at an `await`.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar, cast
+
+import msgspec
 
 from rails.base import (
     Blocked,
@@ -65,7 +68,13 @@ class GuardSlot:
     on_error: OnError = "block"
     """What an error or a timeout of this guard does to the call."""
     timeout_s: float | None = 1.0
-    """Deadline for this guard's pass over the texts of one stage; None: no deadline."""
+    """Deadline for this guard's pass over the texts of one stage; None: no deadline.
+    Not armed for an `inline` guard (one that never awaits): nothing could interrupt it."""
+
+    @property
+    def deadline_s(self) -> float | None:
+        """The deadline actually armed around the guard."""
+        return None if getattr(self.guard, "inline", False) else self.timeout_s
 
 
 class Restorer(Protocol):
@@ -172,15 +181,16 @@ class GuardPipeline:
     ) -> list[str]:
         mark = len(ctx.findings)
         vault = dict(ctx.vault) if slot.shadow or slot.on_error == "allow" else None
-        deadline = asyncio.timeout(slot.timeout_s)
+        limit = slot.deadline_s
+        deadline = asyncio.timeout(limit) if limit is not None else None
         started = time.perf_counter()
         try:
-            async with deadline:
+            async with deadline or contextlib.nullcontext():
                 result = [await self._check(slot, text, stage, ctx) for text in texts]
         except Blocked:
             raise
         except Exception as exc:
-            _fail(slot, exc, deadline.expired(), ctx, self.errors)
+            _fail(slot, exc, deadline is not None and deadline.expired(), ctx, self.errors)
             _take_back(ctx, mark, vault)
             return texts
         finally:
@@ -318,7 +328,7 @@ def _report_block(ctx: GuardContext, mark: int, guard: str, exc: Blocked, length
 def _as_reported(ctx: GuardContext, mark: int) -> None:
     for i in range(mark, len(ctx.findings)):
         if ctx.findings[i].action != "reported":
-            ctx.findings[i] = dataclasses.replace(ctx.findings[i], action="reported")
+            ctx.findings[i] = msgspec.structs.replace(ctx.findings[i], action="reported")
 
 
 def _take_back(ctx: GuardContext, mark: int, vault: dict[str, str] | None) -> None:

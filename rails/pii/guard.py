@@ -36,6 +36,7 @@ class PiiGuard:
     """
 
     name = "pii"
+    inline = True  # CPU only: never awaits
 
     def __init__(self, engine: PiiEngine, options: PiiOptions, *, shadow: bool = False) -> None:
         self.engine = engine

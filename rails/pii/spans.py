@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from itertools import pairwise
 from operator import attrgetter
+
+import msgspec
 
 __all__ = ["Span", "resolve_overlaps"]
 
 
-@dataclass(frozen=True, slots=True)
-class Span:
-    """One detected entity: `text[start:end]` is the value, `score` in [0, 1]."""
+class Span(msgspec.Struct, frozen=True, gc=False):
+    """One detected entity: `text[start:end]` is the value, `score` in [0, 1].
+
+    A msgspec struct (only scalars, so untracked by the GC): ~7x cheaper to build than
+    a frozen dataclass, and analysis builds one per candidate."""
 
     entity: str
     start: int

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import random
 import re
 import string
@@ -96,11 +95,19 @@ def test_resolve_overlaps_keeps_an_already_resolved_sequence() -> None:
 
 
 @pytest.mark.parametrize("secret", [b"", b"secret", b"k" * 64, b"\xff" * 65, bytes(range(200))])
-def test_keyed_hash_is_hmac_sha256(secret: bytes) -> None:
-    message = b"\x00".join((b"pseudonym", b"EMAIL_ADDRESS", "é@x.com".encode()))
-    expected = hmac.new(secret, message, hashlib.sha256).hexdigest()
-    assert _keyed(secret, b"pseudonym", "EMAIL_ADDRESS", "é@x.com") == expected
-    assert _keyed(secret, b"pseudonym", "EMAIL_ADDRESS", "é@x.com") == expected  # cached pads
+def test_keyed_hash_is_keyed_blake2b(secret: bytes) -> None:
+    message = b"\x00".join((b"EMAIL_ADDRESS", "é@x.com".encode()))
+    key = secret if len(secret) <= 64 else hashlib.blake2b(secret).digest()
+    expected = hashlib.blake2b(message, key=key, digest_size=16, person=b"pseudonym")
+    assert _keyed(secret, b"pseudonym", "EMAIL_ADDRESS", "é@x.com") == expected.hexdigest()
+    # purposes, entities, values and secrets are all separated
+    others = {
+        _keyed(secret, b"hash", "EMAIL_ADDRESS", "é@x.com"),
+        _keyed(secret, b"pseudonym", "EMAIL_ADDRES", "Sé@x.com"),
+        _keyed(secret, b"pseudonym", "EMAIL_ADDRESS", "e@x.com"),
+        _keyed(secret + b"!", b"pseudonym", "EMAIL_ADDRESS", "é@x.com"),
+    }
+    assert expected.hexdigest() not in others and len(others) == 4
 
 
 def test_a_repeated_value_gets_one_placeholder() -> None:
