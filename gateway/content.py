@@ -247,8 +247,11 @@ class ChunkEdit:
         if not isinstance(choices, list) or not choices:
             return [event]
         self._last = {k: v for k, v in chunk.items() if k not in ("choices", "usage")}
+        keep: list[Any] = []
         try:
-            keep = [c for c in choices if not isinstance(c, dict) or self._edit_choice(c)]
+            for c in choices:
+                if not isinstance(c, dict) or await self._edit_choice(c):
+                    keep.append(c)
         except Blocked:
             return self._blocked()
         if not keep:
@@ -256,30 +259,30 @@ class ChunkEdit:
         chunk["choices"] = keep
         return [encode(orjson.dumps(chunk))]
 
-    def _edit_choice(self, choice: dict[str, Any]) -> bool:
+    async def _edit_choice(self, choice: dict[str, Any]) -> bool:
         """Filter one choice in place; False when nothing is left worth sending."""
         index = choice.get("index", 0)
         delta = choice.get("delta")
         finished = choice.get("finish_reason") is not None
         if isinstance(choice.get("text"), str):  # /v1/completions streams
-            text = self._filter((index, -1)).feed(choice["text"])
+            text = await self._filter((index, -1)).feed(choice["text"])
             if finished:
-                text += self._filter((index, -1)).flush()
+                text += await self._filter((index, -1)).flush()
             choice["text"] = text
             return bool(text or finished)
         if not isinstance(delta, dict):
             return True
         content = delta.get("content")
         if isinstance(content, str):
-            delta["content"] = self._filter((index, -1)).feed(content)
+            delta["content"] = await self._filter((index, -1)).feed(content)
         for call in delta.get("tool_calls") or ():
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict) and isinstance(function.get("arguments"), str):
                 key = (index, int(call.get("index", 0)))
-                function["arguments"] = self._filter(key).feed(function["arguments"])
+                function["arguments"] = await self._filter(key).feed(function["arguments"])
         if finished:
             for (owner, tool), flt in list(self._filters.items()):
-                rest = flt.flush() if owner == index else ""
+                rest = await flt.flush() if owner == index else ""
                 if rest and tool < 0:
                     delta["content"] = (delta.get("content") or "") + rest
                 elif rest:
@@ -302,7 +305,7 @@ class ChunkEdit:
         out: list[bytes] = []
         try:
             for (index, tool), flt in self._filters.items():
-                rest = flt.flush()
+                rest = await flt.flush()
                 if not rest:
                     continue
                 choice: dict[str, Any] = {"index": index, "finish_reason": None}

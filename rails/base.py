@@ -109,16 +109,22 @@ class TextGuard(Protocol):
 
 
 class StreamFilter(Protocol):
-    """Per-stream state for one choice of a streamed answer."""
+    """Per-stream state for one choice of a streamed answer.
 
-    def feed(self, text: str) -> str:
+    `feed` and `flush` are coroutines so that a filter may await (a guard that calls a
+    model); most only do CPU work and never suspend. Like `TextGuard.check`, they must
+    not block the event loop. Calls on one filter are never concurrent: each is awaited
+    before the next piece comes in."""
+
+    async def feed(self, text: str) -> str:
         """Next piece of the answer in; the text that is now safe to emit (may be "").
-        Holds back a bounded tail that a later piece could still change. May raise
-        `Blocked`."""
+        Holds back a bounded tail that a later piece could still change. May await
+        (e.g. a guard that calls a model); may raise `Blocked`."""
         ...
 
-    def flush(self) -> str:
-        """End of the answer: release (checked) whatever is still held back."""
+    async def flush(self) -> str:
+        """End of the answer: release (checked) whatever is still held back. May
+        await, like `feed`; may raise `Blocked`."""
         ...
 
 

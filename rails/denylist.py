@@ -145,14 +145,14 @@ class _DenylistFilter:
         self._seen = 0
         """Stream offset of `_tail`'s first character, for finding positions."""
 
-    def feed(self, text: str) -> str:
+    async def feed(self, text: str) -> str:
         buf = self._tail + self._pending + text
         pos = len(self._tail)
         hold = self._guard.scan(buf, pos, self._ctx, final=False, offset=self._seen)
         cut = max(pos, min(len(buf) - self._guard.window, hold))
         return self._release(buf, pos, cut)
 
-    def flush(self) -> str:
+    async def flush(self) -> str:
         buf = self._tail + self._pending
         pos = len(self._tail)
         self._guard.scan(buf, pos, self._ctx, final=True, offset=self._seen)

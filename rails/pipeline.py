@@ -11,7 +11,8 @@ Each slot adds its own policy around a guard:
 - `timeout_s`: one deadline for the guard's pass over all texts of a stage (`run`), so
   a call's latency is bounded whatever its number of messages. Guards that never await
   (`inline = True`, like `pii` and `denylist`) get none: they cannot be interrupted.
-  Stream filters are synchronous and bounded by their window instead.
+  Stream filters get no deadline from the slot: one that only computes is bounded by
+  its window, one that awaits (a guard that calls a model) by a timeout of its own.
 - `on_error`: a guard that raises (anything but `Blocked`) or times out either fails the
   call (`block`, the default: fail closed → `GuardFailed`, a 503) or is skipped (`allow`:
   logged with the guard name and exception type, counted in `errors`, texts unchanged).
@@ -31,7 +32,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar, cast
 
@@ -224,20 +225,22 @@ class _SlotFilter:
         self._slot, self._inner, self._ctx, self._errors = slot, inner, ctx, errors
         self._dead = False
 
-    def feed(self, text: str) -> str:
-        return self._call(self._inner.feed, text, text)
+    async def feed(self, text: str) -> str:
+        return await self._call(self._inner.feed, text, text)
 
-    def flush(self) -> str:
-        return self._call(lambda _: self._inner.flush(), "", "")
+    async def flush(self) -> str:
+        return await self._call(lambda _: self._inner.flush(), "", "")
 
-    def _call(self, step: Callable[[str], str], text: str, passthrough: str) -> str:
+    async def _call(
+        self, step: Callable[[str], Awaitable[str]], text: str, passthrough: str
+    ) -> str:
         if self._dead:
             return passthrough
         slot, ctx = self._slot, self._ctx
         mark = len(ctx.findings)
         started = time.perf_counter()
         try:
-            out = step(text)
+            out = await step(text)
         except Blocked as exc:
             if not slot.shadow:
                 raise
@@ -265,17 +268,17 @@ class _Chain:
     def __init__(self, filters: list[StreamFilter]) -> None:
         self._filters = filters
 
-    def feed(self, text: str) -> str:
+    async def feed(self, text: str) -> str:
         for f in self._filters:
             if not text:
                 return ""
-            text = f.feed(text)
+            text = await f.feed(text)
         return text
 
-    def flush(self) -> str:
+    async def flush(self) -> str:
         carry = ""
         for f in self._filters:
-            carry = (f.feed(carry) if carry else "") + f.flush()
+            carry = (await f.feed(carry) if carry else "") + await f.flush()
         return carry
 
 
@@ -287,16 +290,25 @@ class _RestoreGuarded:
     def __init__(self, inner: StreamFilter) -> None:
         self._inner = inner
 
-    def feed(self, text: str) -> str:
-        return _restoring("restore", lambda: self._inner.feed(text))
+    async def feed(self, text: str) -> str:
+        return await _restoring_async("restore", lambda: self._inner.feed(text))
 
-    def flush(self) -> str:
-        return _restoring("restore", self._inner.flush)
+    async def flush(self) -> str:
+        return await _restoring_async("restore", self._inner.flush)
 
 
 def _restoring(name: str, step: Callable[[], _T]) -> _T:
     try:
         return step()
+    except Exception as exc:
+        _log.error("guard %s failed: %s", name, type(exc).__name__)
+        raise GuardFailed(name, type(exc).__name__) from exc
+
+
+async def _restoring_async(name: str, step: Callable[[], Awaitable[_T]]) -> _T:
+    """`_restoring` for the stream path, whose steps are coroutines."""
+    try:
+        return await step()
     except Exception as exc:
         _log.error("guard %s failed: %s", name, type(exc).__name__)
         raise GuardFailed(name, type(exc).__name__) from exc

@@ -3,7 +3,7 @@
     ctx = make_ctx()
     guard = FakeGuard("a", rewrite={"secret": "[x]"})
     assert await guard.check("my secret", "input", ctx) == "my [x]"
-    assert feed_all(guard.open_stream(ctx), ["my sec", "ret"]) == "my [x]"
+    assert await feed_all(guard.open_stream(ctx), ["my sec", "ret"]) == "my [x]"
 
 `FakeGuard` implements `TextGuard` and `StreamGuard` with behaviour chosen per test, so
 pipeline tests need no real engine. Not for production use.
@@ -40,10 +40,10 @@ def make_ctx(
     )
 
 
-def feed_all(stream: StreamFilter, chunks: Iterable[str]) -> str:
+async def feed_all(stream: StreamFilter, chunks: Iterable[str]) -> str:
     """Feed every chunk, then flush; returns everything the filter emitted."""
-    out = [stream.feed(chunk) for chunk in chunks]
-    out.append(stream.flush())
+    out = [await stream.feed(chunk) for chunk in chunks]
+    out.append(await stream.flush())
     return "".join(out)
 
 
@@ -136,11 +136,11 @@ class _FakeFilter:
         self._held = ""
         self._offset = 0
 
-    def feed(self, text: str) -> str:
+    async def feed(self, text: str) -> str:
         self._guard._note(f"{self._guard.name}:feed:{text}")
         return self._step(self._held + text, final=False)
 
-    def flush(self) -> str:
+    async def flush(self) -> str:
         self._guard._note(f"{self._guard.name}:flush")
         return self._step(self._held, final=True)
 

@@ -19,6 +19,7 @@ text for context words) and releases everything up to the last safe boundary:
 The released region gets the same actions as a whole text; `flush()` releases the
 rest. `RestoreFilter` puts pseudonymized values back into an answer and holds back
 only a possible placeholder prefix (from the last `<`, at most the longest placeholder).
+Both only compute: their `feed`/`flush` coroutines never suspend.
 """
 
 from __future__ import annotations
@@ -69,14 +70,14 @@ class PiiStreamFilter:
         self._dropping = False
         """Inside an over-long private key block: drop until its END line."""
 
-    def feed(self, text: str) -> str:
+    async def feed(self, text: str) -> str:
         if not text:
             return ""
         self._buf += text
         out = self._release(final=False)
         return text if self._shadow else out
 
-    def flush(self) -> str:
+    async def flush(self) -> str:
         out = self._release(final=True)
         return "" if self._shadow else out
 
@@ -187,7 +188,7 @@ class RestoreFilter:
         self._buf = ""
         self._offset = 0
 
-    def feed(self, text: str) -> str:
+    async def feed(self, text: str) -> str:
         if not self._vault:
             return text
         buf = self._buf + text
@@ -201,7 +202,7 @@ class RestoreFilter:
         cut = lt if hold else len(buf)
         return self._emit(buf, cut)
 
-    def flush(self) -> str:
+    async def flush(self) -> str:
         return self._emit(self._buf, len(self._buf))
 
     def _prefix(self, tail: str) -> bool:

@@ -16,21 +16,21 @@ class HoldTwo:
     def __init__(self) -> None:
         self.held = ""
 
-    def feed(self, text: str) -> str:
+    async def feed(self, text: str) -> str:
         self.held += text
         out, self.held = self.held[:-2], self.held[-2:]
         return out.upper()
 
-    def flush(self) -> str:
+    async def flush(self) -> str:
         out, self.held = self.held, ""
         return out.upper()
 
 
 class BlockOnX(HoldTwo):
-    def feed(self, text: str) -> str:
+    async def feed(self, text: str) -> str:
         if "x" in text:
             raise Blocked("fake", "x found")
-        return super().feed(text)
+        return await super().feed(text)
 
 
 def chunk(index: int, delta: dict, finish: str | None = None, **extra) -> bytes:

@@ -120,13 +120,13 @@ def test_problems_name_each_bad_entry() -> None:
 # --- streams ---------------------------------------------------------------------------
 
 
-def _run(stream: StreamFilter, chunks: list[str]) -> tuple[str, bool]:
+async def _run(stream: StreamFilter, chunks: list[str]) -> tuple[str, bool]:
     """Feed until the end or a block; returns (emitted text, blocked)."""
     out: list[str] = []
     try:
         for chunk in chunks:
-            out.append(stream.feed(chunk))
-        out.append(stream.flush())
+            out.append(await stream.feed(chunk))
+        out.append(await stream.flush())
     except Blocked:
         return "".join(out), True
     return "".join(out), False
@@ -136,56 +136,56 @@ def _run(stream: StreamFilter, chunks: list[str]) -> tuple[str, bool]:
     "text",
     ["we ship Falcon today", "falcon", "say falcon", "see drop table now", "a c++ b"],
 )
-def test_a_term_split_at_any_position_is_blocked_before_any_of_it_leaks(text: str) -> None:
+async def test_a_term_split_at_any_position_is_blocked_before_any_of_it_leaks(text: str) -> None:
     guard = DenylistGuard(TERMS)
     start = next(
         i for i in range(len(text)) if text.lower().startswith(("falcon", "drop", "c++"), i)
     )
     for chunks in splits(text):
-        emitted, blocked = _run(guard.open_stream(make_ctx()), chunks)
+        emitted, blocked = await _run(guard.open_stream(make_ctx()), chunks)
         assert blocked, chunks
         assert text.startswith(emitted)
         assert len(emitted) <= start, chunks
 
 
 @pytest.mark.parametrize("text", ["falconer and falcons", "badge", "x falco", "c+ +", ""])
-def test_clean_text_streams_through_unchanged_at_any_split(text: str) -> None:
+async def test_clean_text_streams_through_unchanged_at_any_split(text: str) -> None:
     guard = DenylistGuard(TERMS)
     for chunks in splits(text):
-        assert feed_all(guard.open_stream(make_ctx()), chunks) == text
+        assert await feed_all(guard.open_stream(make_ctx()), chunks) == text
 
 
-def test_the_stream_holds_back_only_the_longest_term() -> None:
+async def test_the_stream_holds_back_only_the_longest_term() -> None:
     guard = DenylistGuard(DenylistOptions(terms=("abcd", "xy")))
     stream = guard.open_stream(make_ctx())
-    assert stream.feed("hello ") == "he"
-    assert stream.feed("world") == "llo w"
-    assert stream.flush() == "orld"
+    assert await stream.feed("hello ") == "he"
+    assert await stream.feed("world") == "llo w"
+    assert await stream.flush() == "orld"
 
 
-def test_a_stream_block_reports_the_offset_in_the_whole_answer() -> None:
+async def test_a_stream_block_reports_the_offset_in_the_whole_answer() -> None:
     text = "0123456789 falcon!"
     for chunks in splits(text):
         ctx = make_ctx()
-        _run(DenylistGuard(TERMS).open_stream(ctx), chunks)
+        await _run(DenylistGuard(TERMS).open_stream(ctx), chunks)
         assert [(f.start, f.end) for f in ctx.findings] == [(11, 17)], chunks
 
 
-def test_a_pattern_split_at_any_position_is_blocked() -> None:
+async def test_a_pattern_split_at_any_position_is_blocked() -> None:
     guard = DenylistGuard(DenylistOptions(patterns=(r"ORDER-\d{4}",), stream_window=16))
     text = "ref ORDER-1234 ok"
     for chunks in splits(text):
-        emitted, blocked = _run(guard.open_stream(make_ctx()), chunks)
+        emitted, blocked = await _run(guard.open_stream(make_ctx()), chunks)
         assert blocked, chunks
         assert "ORDER-1234" not in emitted
     for chunks in splits("ref ORDER-12 ok"):
-        assert feed_all(guard.open_stream(make_ctx()), chunks) == "ref ORDER-12 ok"
+        assert await feed_all(guard.open_stream(make_ctx()), chunks) == "ref ORDER-12 ok"
 
 
-def test_filters_are_independent_per_stream() -> None:
+async def test_filters_are_independent_per_stream() -> None:
     guard, ctx = DenylistGuard(TERMS), make_ctx()
     first, second = guard.open_stream(ctx), guard.open_stream(ctx)
-    first.feed("fal")
-    assert feed_all(second, ["con-free ", "text"]) == "con-free text"
+    await first.feed("fal")
+    assert await feed_all(second, ["con-free ", "text"]) == "con-free text"
     with pytest.raises(Blocked):
-        feed_all(first, ["con "])
+        await feed_all(first, ["con "])

@@ -47,8 +47,8 @@ CASES = [
 IDS = ["email", "phone", "card", "iban", "nin", "bvn", "api_key", "aws", "jwt", "ipv6", "pem"]
 
 
-def collect(f: StreamFilter, pieces: list[str]) -> str:
-    return "".join(f.feed(p) for p in pieces) + f.flush()
+async def collect(f: StreamFilter, pieces: list[str]) -> str:
+    return "".join([await f.feed(p) for p in pieces]) + await f.flush()
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ async def test_entity_split_at_every_position(guard: PiiGuard, label: str, value
     assert value not in expected
     start = len(BEFORE) + len(label)
     for cut in range(max(0, start - 3), start + len(value) + 4):
-        out = collect(guard.open_stream(make_ctx()), [text[:cut], text[cut:]])
+        out = await collect(guard.open_stream(make_ctx()), [text[:cut], text[cut:]])
         assert out == expected, f"split at {cut}"
 
 
@@ -76,7 +76,7 @@ async def test_entity_one_character_at_a_time(guard: PiiGuard, label: str, value
     text = BEFORE + label + value + AFTER + " " + BEFORE
     expected = await expected_and_ctx(guard, text)
     ctx = make_ctx()
-    out = collect(guard.open_stream(ctx), list(text))
+    out = await collect(guard.open_stream(ctx), list(text))
     assert out == expected and value not in out
     whole = make_ctx()
     await guard.check(text, "output", whole)
@@ -87,7 +87,7 @@ async def test_every_split_of_a_whole_answer(guard: PiiGuard) -> None:
     text = "Mail amaka.obi@example.ng or call 0803 123 4567; card 4111 1111 1111 1111. " * 3
     expected = await expected_and_ctx(guard, text)
     for cut in range(len(text) + 1):
-        assert collect(guard.open_stream(make_ctx()), [text[:cut], text[cut:]]) == expected
+        assert await collect(guard.open_stream(make_ctx()), [text[:cut], text[cut:]]) == expected
 
 
 async def test_hold_back_is_bounded_by_the_window(guard: PiiGuard) -> None:
@@ -95,9 +95,9 @@ async def test_hold_back_is_bounded_by_the_window(guard: PiiGuard) -> None:
     f = guard.open_stream(make_ctx())
     out = ""
     for fed, char in enumerate(words * 6, start=1):
-        out += f.feed(char)
+        out += await f.feed(char)
         assert fed - len(out) <= WINDOW + STEP + len("answer ")
-    assert out + f.flush() == words * 6
+    assert out + await f.flush() == words * 6
 
 
 async def test_compact_json_is_not_held_as_one_token(guard: PiiGuard) -> None:
@@ -107,9 +107,9 @@ async def test_compact_json_is_not_held_as_one_token(guard: PiiGuard) -> None:
     f = guard.open_stream(make_ctx())
     out = ""
     for fed, char in enumerate(text, start=1):
-        out += f.feed(char)
+        out += await f.feed(char)
         assert fed - len(out) <= WINDOW + STEP + len(record)
-    assert out + f.flush() == expected
+    assert out + await f.flush() == expected
 
 
 async def test_an_entity_without_end_is_cut_at_the_hold_limit() -> None:
@@ -120,9 +120,9 @@ async def test_an_entity_without_end_is_cut_at_the_hold_limit() -> None:
     out = ""
     text = "lorem ipsum dolor sit amet " * 200
     for fed, char in enumerate(text, start=1):
-        out += f.feed(char)
+        out += await f.feed(char)
         assert fed - len(out) <= stream_module.MAX_HOLD + 1
-    out += f.flush()
+    out += await f.flush()
     assert out == "*" * len(text)
 
 
@@ -133,8 +133,8 @@ async def test_block_mid_stream_raises_before_the_value_leaks() -> None:
     out = ""
     with pytest.raises(Blocked, match="answer contains CREDIT_CARD"):
         for char in text:
-            out += f.feed(char)
-        out += f.flush()
+            out += await f.feed(char)
+        out += await f.flush()
     assert "4111" not in out
 
 
@@ -143,8 +143,8 @@ async def test_shadow_stream_passes_text_through_and_reports() -> None:
     ctx = make_ctx()
     text = BEFORE + "mail amaka.obi@example.ng" + AFTER
     f = guard.open_stream(ctx)
-    assert [f.feed(c) for c in text] == list(text)
-    assert f.flush() == ""
+    assert [await f.feed(c) for c in text] == list(text)
+    assert await f.flush() == ""
     assert [(x.entity, x.action) for x in ctx.findings] == [("EMAIL_ADDRESS", "reported")]
 
 
@@ -154,7 +154,9 @@ async def test_an_unterminated_key_block_is_cut_off_at_the_cap(
     monkeypatch.setattr(stream_module, "PEM_MAX", 400)
     body = "\n".join("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo" + str(i) * 29 for i in range(10))
     text = f"{BEFORE}-----BEGIN EC PRIVATE KEY-----\n{body}\n-----END EC PRIVATE KEY----- done."
-    out = collect(guard.open_stream(make_ctx()), [text[i : i + 7] for i in range(0, len(text), 7)])
+    out = await collect(
+        guard.open_stream(make_ctx()), [text[i : i + 7] for i in range(0, len(text), 7)]
+    )
     assert out.startswith(BEFORE + "<PRIVATE_KEY_") and out.endswith(" done.")
     assert "QUJD" not in out and "BEGIN" not in out
 
@@ -163,7 +165,7 @@ async def test_private_key_is_not_held_when_the_policy_ignores_keys() -> None:
     guard = PiiGuard(shared_engine(), PiiOptions(entities=("EMAIL_ADDRESS",)))
     text = PEM + "\n" + BEFORE * 2
     f = guard.open_stream(make_ctx())
-    assert collect(f, list(text)) == text
+    assert await collect(f, list(text)) == text
 
 
 VAULT = {
@@ -179,28 +181,28 @@ ANSWERS = [
 
 
 @pytest.mark.parametrize("answer", ANSWERS)
-def test_restore_split_at_every_position(answer: str) -> None:
+async def test_restore_split_at_every_position(answer: str) -> None:
     from rails.pii.actions import restore
 
     expected = restore(answer, VAULT)
     for cut in range(len(answer) + 1):
-        assert collect(RestoreFilter(VAULT), [answer[:cut], answer[cut:]]) == expected, cut
-    assert collect(RestoreFilter(VAULT), list(answer)) == expected
+        assert await collect(RestoreFilter(VAULT), [answer[:cut], answer[cut:]]) == expected, cut
+    assert await collect(RestoreFilter(VAULT), list(answer)) == expected
 
 
-def test_restore_holds_back_only_a_possible_placeholder() -> None:
+async def test_restore_holds_back_only_a_possible_placeholder() -> None:
     f = RestoreFilter(VAULT)
-    assert f.feed("Hello <EMAIL_ADD") == "Hello "
-    assert f.feed("RESS_7f3a9c>!") == "amaka.obi@example.ng!"
-    assert f.feed("a <b") == "a <b"  # cannot become a placeholder of this vault
-    assert f.feed(" <PHONE_NUMBER_0a") == " "
-    assert f.flush() == "<PHONE_NUMBER_0a"
+    assert await f.feed("Hello <EMAIL_ADD") == "Hello "
+    assert await f.feed("RESS_7f3a9c>!") == "amaka.obi@example.ng!"
+    assert await f.feed("a <b") == "a <b"  # cannot become a placeholder of this vault
+    assert await f.feed(" <PHONE_NUMBER_0a") == " "
+    assert await f.flush() == "<PHONE_NUMBER_0a"
 
 
-def test_restore_records_findings_without_values() -> None:
+async def test_restore_records_findings_without_values() -> None:
     ctx = make_ctx()
     f = RestoreFilter(VAULT, ctx=ctx)
-    collect(f, list(ANSWERS[0]))
+    await collect(f, list(ANSWERS[0]))
     assert [(x.entity, x.action) for x in ctx.findings] == [
         ("EMAIL_ADDRESS", "restored"),
         ("PHONE_NUMBER", "restored"),
@@ -208,7 +210,7 @@ def test_restore_records_findings_without_values() -> None:
     assert "amaka" not in repr(ctx.findings)
 
 
-def test_restore_with_an_empty_vault_passes_through() -> None:
+async def test_restore_with_an_empty_vault_passes_through() -> None:
     f = RestoreFilter({})
-    assert f.feed("<EMAIL_ADDRESS_7f3a9c> <") == "<EMAIL_ADDRESS_7f3a9c> <"
-    assert f.flush() == ""
+    assert await f.feed("<EMAIL_ADDRESS_7f3a9c> <") == "<EMAIL_ADDRESS_7f3a9c> <"
+    assert await f.flush() == ""

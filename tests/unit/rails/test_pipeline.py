@@ -253,15 +253,15 @@ async def test_a_failing_restore_is_a_guard_failure() -> None:
 # --- streams ---------------------------------------------------------------------------
 
 
-def test_stream_chains_filters_in_order() -> None:
+async def test_stream_chains_filters_in_order() -> None:
     journal: list[str] = []
     a = FakeGuard("a", rewrite={"xy": "Z"}, journal=journal)
     b = FakeGuard("b", rewrite={"Z": "W"}, journal=journal)
     stream = GuardPipeline(output=slots(a, b)).open_stream(make_ctx())
     assert stream is not None
-    assert stream.feed("1x") == "1"
-    assert stream.feed("y2") == "W"
-    assert stream.flush() == "2"
+    assert await stream.feed("1x") == "1"
+    assert await stream.feed("y2") == "W"
+    assert await stream.flush() == "2"
     assert journal == [
         "a:feed:1x",
         "b:feed:1",
@@ -273,29 +273,29 @@ def test_stream_chains_filters_in_order() -> None:
     ]
 
 
-def test_flush_feeds_each_result_into_the_next_filter_before_flushing_it() -> None:
+async def test_flush_feeds_each_result_into_the_next_filter_before_flushing_it() -> None:
     journal: list[str] = []
     a = FakeGuard("a", rewrite={"abc": "q"}, journal=journal)
     b = FakeGuard("b", rewrite={"qab": "!"}, journal=journal)
     stream = GuardPipeline(output=slots(a, b)).open_stream(make_ctx())
     assert stream is not None
-    assert stream.feed("abcab") == ""
+    assert await stream.feed("abcab") == ""
     assert journal == ["a:feed:abcab", "b:feed:q"]
-    assert stream.flush() == "!"
+    assert await stream.flush() == "!"
     assert journal[2:] == ["a:flush", "b:feed:ab", "b:flush"]
 
 
 @pytest.mark.parametrize("text", ["say foo now", "foofoo", "fo", "", "bar foo"])
-def test_a_chained_stream_matches_the_whole_text_result_at_every_split(text: str) -> None:
+async def test_a_chained_stream_matches_the_whole_text_result_at_every_split(text: str) -> None:
     a, b = FakeGuard("a", rewrite={"foo": "bar"}), FakeGuard("b", rewrite={"bar": "baz!"})
     pipeline = GuardPipeline(output=slots(a, b))
     for chunks in splits(text):
         stream = pipeline.open_stream(make_ctx())
         assert stream is not None
-        assert feed_all(stream, chunks) == text.replace("foo", "bar").replace("bar", "baz!")
+        assert await feed_all(stream, chunks) == text.replace("foo", "bar").replace("bar", "baz!")
 
 
-def test_a_block_mid_stream_raises_from_feed_and_leaks_nothing() -> None:
+async def test_a_block_mid_stream_raises_from_feed_and_leaks_nothing() -> None:
     rewrite = FakeGuard("a", rewrite={"x": "y"})
     blocker = FakeGuard("b", block_on="secret")
     pipeline = GuardPipeline(output=slots(rewrite, blocker))
@@ -305,42 +305,42 @@ def test_a_block_mid_stream_raises_from_feed_and_leaks_nothing() -> None:
         emitted: list[str] = []
         with pytest.raises(Blocked) as info:
             for chunk in chunks:
-                emitted.append(stream.feed(chunk))
-            emitted.append(stream.flush())
+                emitted.append(await stream.feed(chunk))
+            emitted.append(await stream.flush())
         assert info.value.guard == "b"
         assert "secret" not in "".join(emitted)
         assert "s" not in "".join(emitted).replace("my", "")
 
 
-def test_a_block_in_flush_surfaces_from_flush() -> None:
+async def test_a_block_in_flush_surfaces_from_flush() -> None:
     denylist = DenylistGuard(DenylistOptions(terms=("end",)))
     stream = GuardPipeline(output=[GuardSlot(FakeGuard("a")), GuardSlot(denylist)]).open_stream(
         make_ctx()
     )
     assert stream is not None
-    assert stream.feed("the en") == "the"
-    assert stream.feed("d") == " "
+    assert await stream.feed("the en") == "the"
+    assert await stream.feed("d") == " "
     with pytest.raises(Blocked) as info:
-        stream.flush()
+        await stream.flush()
     assert info.value.guard == "denylist"
 
 
-def test_stream_ends_with_restore_when_the_vault_is_filled() -> None:
+async def test_stream_ends_with_restore_when_the_vault_is_filled() -> None:
     restorer = FakeRestorer()
     pipeline = GuardPipeline(output=slots(FakeGuard("a", rewrite={"to": "TO"})), restorer=restorer)
     ctx = make_ctx(vault={"<e_1>": "ann@x.io"})
     for chunks in splits("to <e_1>."):
         stream = pipeline.open_stream(ctx)
         assert stream is not None
-        assert feed_all(stream, chunks) == "TO ann@x.io."
+        assert await feed_all(stream, chunks) == "TO ann@x.io."
 
 
-def test_open_stream_returns_none_when_there_is_nothing_to_do() -> None:
+async def test_open_stream_returns_none_when_there_is_nothing_to_do() -> None:
     pipeline = GuardPipeline(slots(FakeGuard()), restorer=FakeRestorer())
     assert pipeline.open_stream(make_ctx()) is None
     only_restore = pipeline.open_stream(make_ctx(vault={"<E_1>": "v"}))
     assert only_restore is not None
-    assert feed_all(only_restore, ["<E", "_1>"]) == "v"
+    assert await feed_all(only_restore, ["<E", "_1>"]) == "v"
 
 
 def test_a_pipeline_with_a_text_only_output_guard_cannot_stream() -> None:
@@ -354,35 +354,35 @@ def test_a_pipeline_with_a_text_only_output_guard_cannot_stream() -> None:
     assert GuardPipeline([GuardSlot(TextOnlyGuard())]).stream_capable is True
 
 
-def test_shadow_stream_passes_text_through_at_once_and_reports() -> None:
+async def test_shadow_stream_passes_text_through_at_once_and_reports() -> None:
     ctx = make_ctx()
     guard = FakeGuard("pii", rewrite={"ann": "<P>"}, block_on="bad")
     stream = GuardPipeline(output=slots(guard, shadow=True)).open_stream(ctx)
     assert stream is not None
-    assert stream.feed("hi an") == "hi an"
-    assert stream.feed("n, bad") == "n, bad"
-    assert stream.feed(" more") == " more"
-    assert stream.flush() == ""
+    assert await stream.feed("hi an") == "hi an"
+    assert await stream.feed("n, bad") == "n, bad"
+    assert await stream.feed(" more") == " more"
+    assert await stream.flush() == ""
     assert [(f.guard, f.action) for f in ctx.findings] == [("pii", "reported")]
     assert guard.calls == ["pii:feed:hi an", "pii:feed:n, bad"]
 
 
-def test_stream_error_with_allow_passes_the_rest_through() -> None:
+async def test_stream_error_with_allow_passes_the_rest_through() -> None:
     ctx = make_ctx()
     pipeline = GuardPipeline(
         output=[GuardSlot(FakeGuard("x", error=RuntimeError()), on_error="allow")]
     )
     stream = pipeline.open_stream(ctx)
     assert stream is not None
-    assert feed_all(stream, ["a", "b"]) == "ab"
+    assert await feed_all(stream, ["a", "b"]) == "ab"
     assert pipeline.errors == {("x", "error"): 1}
 
 
-def test_stream_error_with_block_is_a_guard_failure() -> None:
+async def test_stream_error_with_block_is_a_guard_failure() -> None:
     stream = GuardPipeline(output=slots(FakeGuard("x", error=OSError()))).open_stream(make_ctx())
     assert stream is not None
     with pytest.raises(GuardFailed, match="x: OSError"):
-        stream.feed("a")
+        await stream.feed("a")
 
 
 def test_a_filter_that_cannot_open_follows_on_error() -> None:
@@ -397,11 +397,11 @@ def test_a_filter_that_cannot_open_follows_on_error() -> None:
         GuardPipeline(output=[GuardSlot(NoStream("n"))]).open_stream(make_ctx())
 
 
-def test_stream_time_counts_towards_the_guard() -> None:
+async def test_stream_time_counts_towards_the_guard() -> None:
     ctx = make_ctx()
     stream = GuardPipeline(output=slots(FakeGuard("a"))).open_stream(ctx)
     assert stream is not None
-    feed_all(stream, ["a", "b"])
+    await feed_all(stream, ["a", "b"])
     assert ctx.timings_ms["a"] > 0
 
 
@@ -529,7 +529,7 @@ async def test_the_registry_runs_the_real_pii_guard_and_restores_last() -> None:
     for chunks in splits(answer):
         stream = pipeline.open_stream(ctx)
         assert stream is not None
-        assert feed_all(stream, chunks) == "I wrote to ann@example.com."
+        assert await feed_all(stream, chunks) == "I wrote to ann@example.com."
     other = registry.pipeline(parse_policy({"output": [{"pii": {"action": "redact"}}]}))
     assert other.output[0].guard is not pipeline.input[0].guard
     engines = [key for key in registry._engines if isinstance(key, tuple) and key[0] == "pii"]
