@@ -22,7 +22,7 @@ from gateway.content import RailStages
 from gateway.errors import exception_handlers
 from gateway.frontdoor import FrontDoor
 from gateway.guards import ContentStages
-from gateway.policies import TenantPolicies, rails_secret
+from gateway.policies import TenantPolicies, guard_registry, rails_secret
 from gateway.providers.registry import ModelRouter, build_providers
 from gateway.proxy import Proxy
 from gateway.ratelimit import Limiter, Unlimited
@@ -58,15 +58,18 @@ def create_app(
     """Build the app. Pass `store` to share one already opened (the CLI's demo bootstrap)."""
     store = store or open_store(settings.store)
     providers = build_providers(settings)
+    router = ModelRouter(settings, providers)
+    registry: GuardRegistry | None = None
     if stages is None:
-        policies = TenantPolicies(settings, GuardRegistry(nlp_model=settings.nlp_model))
+        registry = guard_registry(settings, router)
+        policies = TenantPolicies(settings, registry)
         secret = rails_secret(needed=policies.uses_pii)
         stages = RailStages(policies.for_tenant, policies.pipeline, secret)
     tasks = Tasks()
     auth = Authenticator(settings, store)
     proxy = Proxy(
         auth=auth,
-        router=ModelRouter(settings, providers),
+        router=router,
         limiter=limiter or Unlimited(),
         stages=stages,
         sink=sink or LogSink(),
@@ -87,6 +90,8 @@ def create_app(
             yield
         finally:
             await tasks.drain()
+            if registry is not None:
+                registry.close()
             for provider in providers.values():
                 await provider.close()
             await store.close()

@@ -6,6 +6,7 @@ Created by the proxy after authentication and routing, passed to every seam
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -34,3 +35,5 @@ class Call:
     """Error code when the call failed (e.g. `upstream_timeout`, `client_disconnected`)."""
     guards: GuardContext | None = None
     """The rails' per-request state (findings, pseudonym vault), once a rail ran."""
+    pending: asyncio.Task[None] | None = None
+    """Input rails running alongside the upstream call (`mode: parallel`)."""

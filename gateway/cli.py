@@ -160,10 +160,14 @@ def _invalid(exc: ConfigError) -> int:
 
 def _build_policies(settings: Settings) -> None:
     """Build every configured rails pipeline (engines included); raise `ConfigError`."""
-    from gateway.policies import TenantPolicies
-    from rails import GuardRegistry
+    from gateway.policies import TenantPolicies, guard_registry
+    from gateway.providers.registry import ModelRouter, build_providers
 
-    TenantPolicies(settings, GuardRegistry(nlp_model=settings.nlp_model))
+    registry = guard_registry(settings, ModelRouter(settings, build_providers(settings)))
+    try:
+        TenantPolicies(settings, registry)
+    finally:
+        registry.close()
 
 
 async def _bootstrap(

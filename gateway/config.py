@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
@@ -111,6 +111,15 @@ class TenantConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """This tenant's rails policy (see `rails.policy`); `None` uses `default_policy`."""
 
 
+class RailsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    model: str | None = None
+    """Model (of `models`) that LLM-based rails call, e.g. NeMo self-check prompts."""
+    model_timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=600_000)] = 10_000
+    """Deadline of one rails-model call."""
+    configs_dir: str | None = None
+    """Directory of tenant NeMo configs (`<dir>/<name>/config.yml`), besides the bundled."""
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     server: ServerConfig = ServerConfig()
     """HTTP server options."""
@@ -126,6 +135,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Rails policy for tenants without their own; `None`: no rails."""
     nlp_model: str | None = None
     """Installed spaCy model for PII NER (e.g. `en_core_web_lg`); `None`: patterns only."""
+    rails: RailsSettings = RailsSettings()
+    """Rails that call a model (NeMo): which model, its deadline, tenant configs."""
     source: str = ""
     """Where these settings were loaded from (set by the loader)."""
 

@@ -22,11 +22,12 @@ one OpenAI-shaped error event, and ends; nothing after the block reaches the cli
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 
@@ -37,6 +38,8 @@ from gateway.sse import data_of, encode
 from rails import Blocked, GuardContext, GuardFailed, GuardPipeline, Policy, StreamFilter
 
 __all__ = ["ChunkEdit", "RailStages"]
+
+T = TypeVar("T")
 
 # (container, key) of one text inside a parsed body, so a rewrite can be put back.
 Slot = tuple[Any, Any]
@@ -84,21 +87,41 @@ class RailStages:
             )
         if not pipeline.has_input:
             return None
-        slots = _input_slots(call.request.endpoint, call.request.body, policy.roles)
+        roles: list[str] = []
+        slots = _input_slots(call.request.endpoint, call.request.body, policy.roles, roles)
         if not slots:
             return None
         ctx = self._context(call)
         try:
-            texts = await pipeline.run("input", [c[k] for c, k in slots], ctx)
-        except Blocked as exc:
-            if policy.on_block == "refuse" and call.request.endpoint != "embeddings":
-                return policy.refusal
-            raise ContentBlocked(f"The request was blocked by the {exc.guard} rail.") from None
-        except GuardFailed as exc:
-            raise GuardUnavailable(f"The {exc.guard} rail is unavailable.") from None
+            texts = await pipeline.run("input", [c[k] for c, k in slots], ctx, roles)
+        except (Blocked, GuardFailed) as exc:
+            return _refusal_for(exc, policy, call)
         for (container, key), text in zip(slots, texts, strict=True):
             container[key] = text
+        if pipeline.parallel:
+            check = pipeline.run_parallel(texts, roles, ctx)
+            call.pending = asyncio.get_running_loop().create_task(check)
         return None
+
+    async def alongside(self, call: Call, work: Awaitable[T]) -> T | str:
+        check, call.pending = call.pending, None
+        if check is None:
+            return await work
+        job = asyncio.ensure_future(work)
+        try:
+            await asyncio.wait((check, job), return_when=asyncio.FIRST_COMPLETED)
+            if job.done() and job.exception() is not None:
+                check.cancel()
+                return await job  # the upstream failed: its error
+            await check  # the rails decide even when the upstream answered first
+        except (Blocked, GuardFailed) as exc:
+            await _cancel(job)
+            return _refusal_for(exc, self._policy_for(call.caller.tenant.id), call)
+        except BaseException:
+            check.cancel()
+            await _cancel(job)
+            raise
+        return await job
 
     async def on_response(self, call: Call, reply: UpstreamReply) -> UpstreamReply:
         policy = self._policy_for(call.caller.tenant.id)
@@ -157,13 +180,40 @@ class RailStages:
         return out
 
 
-def _input_slots(endpoint: str, body: dict[str, Any], roles: tuple[str, ...]) -> list[Slot]:
+def _refusal_for(exc: Blocked | GuardFailed, policy: Policy, call: Call) -> str:
+    """A blocked input: the refusal to answer with, or raise the error to send."""
+    if isinstance(exc, GuardFailed):
+        raise GuardUnavailable(f"The {exc.guard} rail is unavailable.") from None
+    if policy.on_block == "refuse" and call.request.endpoint != "embeddings":
+        return policy.refusal
+    raise ContentBlocked(f"The request was blocked by the {exc.guard} rail.") from None
+
+
+async def _cancel(job: asyncio.Future[Any]) -> None:
+    """Stop the upstream call; an answer that already arrived is closed."""
+    job.cancel()
+    try:
+        result = await job
+    except BaseException:  # cancelled, or failed while being cancelled
+        return
+    close = getattr(result, "aclose", None)
+    if close is not None:
+        await close()
+
+
+def _input_slots(
+    endpoint: str, body: dict[str, Any], roles: tuple[str, ...], found_roles: list[str]
+) -> list[Slot]:
+    """The texts of a request the policy covers; `found_roles` gets each one's role."""
     slots: list[Slot] = []
     if endpoint == "chat/completions":
         for message in body.get("messages") or ():
-            if isinstance(message, dict) and message.get("role") in roles:
+            role = message.get("role") if isinstance(message, dict) else None
+            if role in roles:
+                before = len(slots)
                 _content_slots(message, slots)
                 _tool_call_slots(message, slots)
+                found_roles += [role] * (len(slots) - before)
     else:
         key = "prompt" if endpoint == "completions" else "input"
         value = body.get(key)
@@ -171,6 +221,7 @@ def _input_slots(endpoint: str, body: dict[str, Any], roles: tuple[str, ...]) ->
             slots.append((body, key))
         elif isinstance(value, list):
             slots.extend((value, i) for i, item in enumerate(value) if isinstance(item, str))
+        found_roles += ["user"] * len(slots)
     return slots
 
 

@@ -9,12 +9,15 @@ the stream. `gateway.content.RailStages` implements it with each tenant's rails 
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
 
 from gateway.call import Call
 from gateway.providers.base import UpstreamReply
 
 __all__ = ["ContentStages", "StreamEdit"]
+
+T = TypeVar("T")
 
 
 class StreamEdit(Protocol):
@@ -32,6 +35,11 @@ class ContentStages(Protocol):
     async def on_request(self, call: Call) -> str | None:
         """Check/rewrite the request; return a refusal text to answer with instead of
         calling the upstream, or None to go on."""
+
+    async def alongside(self, call: Call, work: Awaitable[T]) -> T | str:
+        """Await the upstream `work` while input rails that run in parallel finish; if
+        one blocks, cancel `work` and raise `ContentBlocked`, or return the refusal text
+        (`on_block: refuse`). Without such rails: just `await work`."""
 
     async def on_response(self, call: Call, reply: UpstreamReply) -> UpstreamReply: ...
 

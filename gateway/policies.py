@@ -12,14 +12,31 @@ import logging
 import os
 
 from gateway.config import ConfigError, Settings
+from gateway.errors import GatewayError
+from gateway.providers.registry import ModelRouter
+from gateway.rails_llm import GatewayRailsLLM
 from rails import GuardPipeline, GuardRegistry, Policy, parse_policy
 from rails.policy import DEFAULT_POLICY
 
-__all__ = ["TenantPolicies", "rails_secret"]
+__all__ = ["TenantPolicies", "guard_registry", "rails_secret"]
 
 log = logging.getLogger("railgate")
 
 SECRET_ENV = "RAILGATE_SECRET"
+
+
+def guard_registry(settings: Settings, router: ModelRouter) -> GuardRegistry:
+    """The process's guard registry; LLM-based rails call `rails.model` via `router`."""
+    rails = settings.rails
+    llm = None
+    if rails.model is not None:
+        try:
+            llm = GatewayRailsLLM(router, rails.model, rails.model_timeout_ms / 1000)
+        except GatewayError:
+            raise ConfigError("$.rails.model", f"unknown model {rails.model!r}") from None
+    return GuardRegistry(
+        nlp_model=settings.nlp_model, rails_llm=llm, rails_configs_dir=rails.configs_dir
+    )
 
 
 class TenantPolicies:

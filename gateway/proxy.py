@@ -104,7 +104,11 @@ class Proxy:
             provider = route.provider if refusal is None else RefusalProvider(refusal)
             upstream = self._upstream_request(call)
             if request.stream:
-                events = await provider.open_stream(upstream)
+                opened = await self.stages.alongside(call, provider.open_stream(upstream))
+                if isinstance(opened, str):  # a parallel rail blocked: refuse instead
+                    refusal = opened
+                    opened = await RefusalProvider(refusal).open_stream(upstream)
+                events = opened
                 handed_off = True
                 edit = None if refusal is not None else self.stages.open_stream(call)
                 return ProxyResponse(
@@ -113,7 +117,11 @@ class Proxy:
                     headers={**_STREAM_HEADERS, **ticket.headers, **self.stages.headers(call)},
                     events=self._relay(call, ticket, events, edit),
                 )
-            reply = await provider.complete(upstream)
+            answered = await self.stages.alongside(call, provider.complete(upstream))
+            if isinstance(answered, str):  # a parallel rail blocked: refuse instead
+                refusal = answered
+                answered = await RefusalProvider(refusal).complete(upstream)
+            reply = answered
             call.first_byte = time.perf_counter()
             call.usage = _reply_usage(reply.content, provider.name)
             if refusal is None:

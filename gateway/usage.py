@@ -38,6 +38,12 @@ class UsageRecord:
     latency_ms: float
     ttft_ms: float | None
     timestamp: float
+    rails_calls: int = 0
+    """Model calls the rails made for this request (e.g. NeMo self-checks)."""
+    rails_prompt_tokens: int = 0
+    rails_completion_tokens: int = 0
+    rails_cost_micro_usd: int = 0
+    """Cost of those calls, apart from `cost_micro_usd` (the main call)."""
 
 
 class UsageSink(Protocol):
@@ -50,7 +56,8 @@ class LogSink:
 
     async def record(self, record: UsageRecord) -> None:
         log.debug(
-            "usage request_id=%s tenant=%s key=%s model=%s status=%s tokens=%s/%s cost_micro_usd=%s",
+            "usage request_id=%s tenant=%s key=%s model=%s status=%s tokens=%s/%s cost_micro_usd=%s"
+            " rails_calls=%s rails_cost_micro_usd=%s",
             record.request_id,
             record.tenant_id,
             record.key_id,
@@ -59,6 +66,8 @@ class LogSink:
             record.prompt_tokens,
             record.completion_tokens,
             record.cost_micro_usd,
+            record.rails_calls,
+            record.rails_cost_micro_usd,
         )
 
 
@@ -70,6 +79,7 @@ def record_for(call: Call) -> UsageRecord:
     completion = usage.completion_tokens if usage else 0
     model = call.route.model
     cost = round(prompt * model.input_price_per_mtok + completion * model.output_price_per_mtok)
+    rails = call.guards.model_calls if call.guards is not None else []
     return UsageRecord(
         request_id=call.request_id,
         tenant_id=call.caller.tenant.id,
@@ -87,4 +97,8 @@ def record_for(call: Call) -> UsageRecord:
         latency_ms=(now - call.started) * 1000,
         ttft_ms=(call.first_byte - call.started) * 1000 if call.first_byte else None,
         timestamp=time.time(),
+        rails_calls=len(rails),
+        rails_prompt_tokens=sum(c.prompt_tokens for c in rails),
+        rails_completion_tokens=sum(c.completion_tokens for c in rails),
+        rails_cost_micro_usd=sum(c.cost_micro_usd for c in rails),
     )

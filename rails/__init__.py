@@ -11,9 +11,11 @@ import Presidio: the registry loads it the first time a policy uses the `pii` ki
 
 from rails.base import (
     Blocked,
+    ConversationGuard,
     Finding,
     GuardContext,
     GuardFailed,
+    ModelCall,
     Stage,
     StreamFilter,
     StreamGuard,
@@ -34,10 +36,12 @@ from rails.registry import GuardRegistry
 __all__ = [
     "DEFAULT_POLICY",
     "Blocked",
+    "ConversationGuard",
     "Finding",
     "GuardContext",
     "GuardFailed",
     "GuardPipeline",
+    "ModelCall",
     "GuardRegistry",
     "GuardSlot",
     "GuardSpec",

@@ -76,6 +76,19 @@ class GuardFailed(Exception):
         self.reason = reason
 
 
+class ModelCall(msgspec.Struct, frozen=True, gc=False):
+    """One model call a guard made for a request (e.g. a NeMo self-check prompt): the
+    gateway prices it and reports it as rails usage, apart from the main call."""
+
+    guard: str
+    model: str
+    """The gateway model that answered (the configured rails model)."""
+    prompt_tokens: int
+    completion_tokens: int
+    cost_micro_usd: int = 0
+    """Priced by whoever ran the call (the gateway knows its price table)."""
+
+
 @dataclass(slots=True)
 class GuardContext:
     """Per-request state shared by the guards of one call (input and output stages)."""
@@ -90,13 +103,21 @@ class GuardContext:
     findings: list[Finding] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     """Guard name → milliseconds spent, summed over texts and stages."""
+    model_calls: list[ModelCall] = field(default_factory=list)
+    """Model calls made by guards for this request (rails usage)."""
+    scratch: dict[str, object] = field(default_factory=dict)
+    """Per-request state a guard keeps between stages, keyed `<guard>.<name>`."""
 
 
 @runtime_checkable
 class TextGuard(Protocol):
     """One check of one text. A guard whose `check` never awaits (CPU work only) may
     set a class attribute `inline = True`: the pipeline then runs it without arming a
-    deadline, which could only fire at an `await` and so would cost time for nothing."""
+    deadline, which could only fire at an `await` and so would cost time for nothing.
+
+    A guard that judges a conversation rather than single texts (NeMo rails look at the
+    last user message in its context) also implements `ConversationGuard.check_all`; the
+    pipeline then calls that once per stage instead of `check` per text."""
 
     name: str
 
@@ -105,6 +126,16 @@ class TextGuard(Protocol):
         complete answer (`output`, before the client sees it). Return `text` itself when
         nothing changes, the rewritten text otherwise (and append `Finding`s to `ctx`);
         raise `Blocked` to reject the whole call."""
+        ...
+
+
+class ConversationGuard(Protocol):
+    async def check_all(
+        self, texts: list[str], roles: list[str], stage: Stage, ctx: GuardContext
+    ) -> list[str]:
+        """All texts of a stage at once, in order, each with the role of the message it
+        comes from (`user`, `system`, `assistant`, `tool`, …; answers are `assistant`).
+        Returns the texts, possibly rewritten (same length); raises like `check`."""
         ...
 
 

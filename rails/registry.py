@@ -2,12 +2,12 @@
 
 `KINDS` is the one place a guard kind is declared: the key a policy uses (`pii:`), the
 options struct it parses into, a factory, optional parse-time checks, and an optional
-restorer (the kind that fills `ctx.vault` also empties it into the answer). Adding NeMo
-means one `GuardKind` entry here.
+restorer (the kind that fills `ctx.vault` also empties it into the answer).
 
 A registry belongs to the gateway's lifespan (no module state): it owns the heavy engines
 (Presidio is imported and built the first time a policy uses `pii`, so a gateway without
-PII starts fast), one guard per distinct options, and one pipeline per policy object.
+PII starts fast; NeMo likewise for `nemo`), one guard per distinct options, and one
+pipeline per policy object.
 Building an engine blocks for a while: call `pipeline()` for every known policy at startup.
 """
 
@@ -24,11 +24,13 @@ import msgspec
 
 from rails.base import StreamFilter, TextGuard
 from rails.denylist import DenylistGuard, DenylistOptions, denylist_problems
+from rails.nemo.options import NemoOptions, nemo_problems
 from rails.pii.custom import compile_custom, compile_pattern
 from rails.pii.options import PiiOptions
 from rails.pipeline import ErrorCounts, GuardPipeline, GuardSlot, Restorer
 
 if TYPE_CHECKING:
+    from rails.nemo.model import RailsLLM
     from rails.policy import GuardSpec, Policy
 
 __all__ = ["KINDS", "GuardKind", "GuardRegistry"]
@@ -61,13 +63,22 @@ class GuardRegistry:
 
     Args:
         nlp_model: spaCy model for the PII engine's NER (None: patterns only, offline).
+        rails_llm: the model NeMo rails call (self-check prompts); None: such rails fail.
+        rails_configs_dir: tenant NeMo configs besides the bundled ones.
         kinds: guard kinds by policy key; tests may add their own.
     """
 
     def __init__(
-        self, *, nlp_model: str | None = None, kinds: Mapping[str, GuardKind[Any]] | None = None
+        self,
+        *,
+        nlp_model: str | None = None,
+        rails_llm: RailsLLM | None = None,
+        rails_configs_dir: str | None = None,
+        kinds: Mapping[str, GuardKind[Any]] | None = None,
     ) -> None:
         self.nlp_model = nlp_model
+        self.rails_llm = rails_llm
+        self.rails_configs_dir = rails_configs_dir
         self.kinds: Mapping[str, GuardKind[Any]] = KINDS if kinds is None else kinds
         self.errors: ErrorCounts = Counter()
         """Guard failures of every pipeline built here, for `/metrics`."""
@@ -155,6 +166,18 @@ def _build_pii(options: PiiOptions, shadow: bool, registry: GuardRegistry) -> Te
     return PiiGuard(engine, options, shadow=shadow)
 
 
+def _build_nemo(options: NemoOptions, shadow: bool, registry: GuardRegistry) -> TextGuard:
+    # NeMo Guardrails loads here, the first time a policy uses `nemo`.
+    from rails.nemo.engine import NemoEngine
+    from rails.nemo.guard import NemoGuard
+
+    engine = registry.engine(
+        ("nemo", registry.rails_configs_dir),
+        lambda: NemoEngine(registry.rails_llm, registry.rails_configs_dir),
+    )
+    return NemoGuard(engine, options, shadow=shadow)
+
+
 def _pii_problems(options: PiiOptions) -> list[tuple[str, str]]:
     # The PII package's own compile checks (no engine needed), so a policy that parses
     # also builds. Entity names are checked only when the guard is built (engine-bound).
@@ -210,5 +233,6 @@ def _pii_restorer() -> Restorer:
 KINDS: Mapping[str, GuardKind[Any]] = {
     "pii": GuardKind(PiiOptions, _build_pii, _pii_problems, _pii_restorer),
     "denylist": GuardKind(DenylistOptions, _build_denylist, denylist_problems),
+    "nemo": GuardKind(NemoOptions, _build_nemo, nemo_problems),
 }
 """Guard kinds a policy may use, by the key it is written under."""

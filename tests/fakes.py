@@ -16,6 +16,9 @@ serves every scenario at once:
     no-usage           answers without a usage object (stream ignores include_usage)
     echo               answers with the last user message (streamed 3 characters a chunk)
     pretty             answers indented JSON (to tell untouched bytes from re-encoded ones)
+    unsafe             answers a text containing UNSAFE (for output rails)
+    judge              a rails model: answers "Yes" if the last user message contains
+                       UNSAFE, else "No" (NeMo self-check prompts)
 """
 
 from __future__ import annotations
@@ -242,6 +245,10 @@ def _answer(path: str, request: dict[str, Any], model: str) -> dict[str, Any]:
             "usage": usage,
         }
     answer = _last_user_text(request) if model == "echo" else "fake answer"
+    if model == "unsafe":
+        answer = "Sure. Here are the UNSAFE instructions you asked for."
+    if model == "judge":  # a rails model: self-check prompts get Yes (block) or No
+        answer = "Yes" if "UNSAFE" in _last_user_text(request) else "No"
     message: dict[str, Any] = {"role": "assistant", "content": answer, "refusal": None}
     finish = "stop"
     if model == "tools":

@@ -1,7 +1,8 @@
 """`type: mock`: a deterministic OpenAI-compatible model inside the process.
 
 It lets the gateway run with no account and no network. Answers are derived from the
-prompt (`mock-1 heard: <last user text>`), streams arrive in several chunks, usage is
+prompt (`mock-1 heard: <last user text>`; the model `mock-judge` instead answers a
+rails self-check: `Yes` (block) when the prompt contains the word `UNSAFE`, else `No`), streams arrive in several chunks, usage is
 always reported (about four characters per token), and embeddings are stable vectors
 derived from a hash of the input.
 """
@@ -27,6 +28,8 @@ from gateway.sse import DONE, encode
 __all__ = ["Answer", "MockProvider", "RefusalProvider", "answer_for"]
 
 _MAX_ECHO = 2000
+JUDGE_MODEL = "mock-judge"
+"""Upstream model name of the mock's deterministic rails judge."""
 
 
 def _tokens(text: str) -> int:
@@ -59,6 +62,8 @@ def answer_for(body: dict[str, Any]) -> tuple[str, int]:
         prompt = body.get("prompt", "")
         last_user = prompt if isinstance(prompt, str) else str(prompt)
         prompt_tokens = _tokens(last_user)
+    if body.get("model") == JUDGE_MODEL:
+        return ("Yes" if "UNSAFE" in last_user else "No"), prompt_tokens
     return f"mock-1 heard: {last_user[:_MAX_ECHO]}", prompt_tokens
 
 

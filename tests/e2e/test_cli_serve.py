@@ -89,7 +89,7 @@ def test_newcomer_gets_a_demo_key_and_an_answer(served):
     url, key = served
     assert key.startswith("rg-")
     with OpenAI(base_url=url + "/v1", api_key=key, max_retries=0) as client:
-        assert [m.id for m in client.models.list()] == ["mock-1"]
+        assert [m.id for m in client.models.list()] == ["mock-1", "mock-judge"]
         reply = client.chat.completions.create(
             model="mock-1", messages=[{"role": "user", "content": "Hello from a newcomer"}]
         )

@@ -43,7 +43,8 @@ def test_bundled_default_runs_with_nothing_set() -> None:
     assert settings.source == str(default_config_path())
     assert settings.store == "memory://"
     assert [p.name for p in settings.providers] == ["mock"]
-    assert [m.name for m in settings.models] == ["mock-1"]
+    assert [m.name for m in settings.models] == ["mock-1", "mock-judge"]
+    assert settings.rails.model == "mock-judge"
     assert settings.tenants == ()
     assert (settings.server.host, settings.server.port, settings.server.workers) == (
         "127.0.0.1",

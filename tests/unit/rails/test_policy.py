@@ -117,9 +117,24 @@ def test_dump_round_trips_through_json_and_yaml() -> None:
             {"input": ["pii"]}, [("$.input[0]", "Expected `object`, got `str`")], id="item"
         ),
         pytest.param(
-            {"input": [{"nemo": {}}]},
-            [("$.input[0].nemo", "Unknown guard kind; expected one of: denylist, pii")],
+            {"input": [{"llamaguard": {}}]},
+            [("$.input[0].llamaguard", "Unknown guard kind; expected one of: denylist, nemo, pii")],
             id="unknown-kind",
+        ),
+        pytest.param(
+            {"input": [{"nemo": {}}]},
+            [("$.input[0].nemo.config", "Missing required field")],
+            id="nemo-no-config",
+        ),
+        pytest.param(
+            {"input": [{"nemo": {"config": "../etc"}}]},
+            [
+                (
+                    "$.input[0].nemo.config",
+                    "Expected a config name: lower-case letters, digits, '.', '_', '-'",
+                )
+            ],
+            id="nemo-path",
         ),
         pytest.param(
             {"input": [{"pii": {}, "denylist": {"terms": ["x"]}}]},
@@ -128,7 +143,7 @@ def test_dump_round_trips_through_json_and_yaml() -> None:
         ),
         pytest.param(
             {"output": [{"shadow": True}]},
-            [("$.output[0]", "Missing guard kind; expected one of: denylist, pii")],
+            [("$.output[0]", "Missing guard kind; expected one of: denylist, nemo, pii")],
             id="no-kind",
         ),
         pytest.param(
@@ -279,7 +294,7 @@ def test_every_problem_is_reported_at_once() -> None:
     assert [path for path, _ in problems_of(data)] == [
         "$.on_block",
         "$.input[0].pii.action",
-        "$.input[1].nemo",
+        "$.input[1].nemo.config",
         "$.input[2].denylist.patterns[0]",
         "$.output[0].on_error",
         "$.output[0].pii.mask_keep",
@@ -323,10 +338,13 @@ def test_a_new_kind_is_one_table_entry() -> None:
     policy = parse_policy({"output": [{"fake": {"level": 2}}]}, kinds=kinds)
     assert policy.output[0] == GuardSpec("fake", FakeOptions(level=2))
     with pytest.raises(PolicyError) as info:
-        parse_policy({"output": [{"fake": {"level": 9}}, {"nemo": {}}]}, kinds=kinds)
+        parse_policy({"output": [{"fake": {"level": 9}}, {"llamaguard": {}}]}, kinds=kinds)
     assert info.value.problems == [
         ("$.output[0].fake.level", "Too high"),
-        ("$.output[1].nemo", "Unknown guard kind; expected one of: denylist, fake, pii"),
+        (
+            "$.output[1].llamaguard",
+            "Unknown guard kind; expected one of: denylist, fake, nemo, pii",
+        ),
     ]
 
 
