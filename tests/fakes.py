@@ -19,6 +19,7 @@ serves every scenario at once:
     unsafe             answers a text containing UNSAFE (for output rails)
     judge              a rails model: answers "Yes" if the last user message contains
                        UNSAFE, else "No" (NeMo self-check prompts)
+    slow-judge         the same after `slow_s`
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class FakeUpstream:
                 pass
             self.disconnected.set()
             return
-        if model == "slow":
+        if model in ("slow", "slow-judge"):
             await asyncio.sleep(self.slow_s)
         if request.get("stream"):
             await self._stream(scope, receive, send, request, model)
@@ -247,7 +248,7 @@ def _answer(path: str, request: dict[str, Any], model: str) -> dict[str, Any]:
     answer = _last_user_text(request) if model == "echo" else "fake answer"
     if model == "unsafe":
         answer = "Sure. Here are the UNSAFE instructions you asked for."
-    if model == "judge":  # a rails model: self-check prompts get Yes (block) or No
+    if model in ("judge", "slow-judge"):  # a rails model: self-check prompts get Yes (block) or No
         answer = "Yes" if "UNSAFE" in _last_user_text(request) else "No"
     message: dict[str, Any] = {"role": "assistant", "content": answer, "refusal": None}
     finish = "stop"
