@@ -31,8 +31,10 @@ from rails.nemo.options import CONFIG_NAME, NemoOptions
 
 # Before NeMo is imported anywhere: it reports usage statistics to NVIDIA by default.
 os.environ["NEMO_GUARDRAILS_NO_USAGE_STATS"] = "1"
-# NeMo logs prompts and verdicts at INFO; prompts may carry personal data.
-logging.getLogger("nemoguardrails").setLevel(logging.WARNING)
+# NeMo logs prompts and completions at INFO and, when an action raises, the action's
+# parameters (user and bot messages) at WARNING: texts may carry personal data, so only
+# its critical records pass. Rail failures reach our own logs as `RailError` types.
+logging.getLogger("nemoguardrails").setLevel(logging.CRITICAL)
 
 if TYPE_CHECKING:
     from nemoguardrails import LLMRails, RailsConfig

@@ -46,6 +46,8 @@ __all__ = ["NemoGuard", "RailError"]
 _USER = "nemo.user_message"
 """`ctx.scratch` key: the last user message as the input stage left it."""
 _END = None
+_INTERNAL = "an internal error has occurred"
+"""What NeMo's runtime answers when a rail's action raised (it reports a BLOCKED)."""
 
 
 class RailError(RuntimeError):
@@ -130,6 +132,8 @@ class NemoGuard:
                 else:
                     result = await self.rails.check_async(messages, rail_types=[kind])
                     status, content, rail = result.status, result.content, result.rail
+                    if status == RailStatus.BLOCKED and _INTERNAL in str(content):
+                        raise RailError(f"rail {rail} failed")  # NeMo reports it as a block
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
