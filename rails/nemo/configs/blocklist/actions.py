@@ -24,7 +24,7 @@ import functools
 import logging
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import regex
@@ -32,6 +32,7 @@ from nemoguardrails.actions import action
 from nemoguardrails.actions.rail_outcome import RailOutcome
 
 from rails.denylist import REGEX_TIMEOUT_S, compile_pattern
+from rails.nemo.params import strings
 
 log = logging.getLogger(__name__)
 
@@ -84,23 +85,12 @@ def matcher(terms: tuple[str, ...], patterns: tuple[str, ...]) -> Matcher:
     return Matcher(terms, patterns)
 
 
-def _strings(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
-    value = data.get(key)
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    if not isinstance(value, Iterable) or not all(isinstance(v, str) for v in value):
-        raise TypeError(f"{key}: expected a list of strings")
-    return tuple(value)
-
-
 def stage_matcher(custom_data: Mapping[str, Any] | None, stage: str) -> Matcher:
     """The matcher of `stage` (`input` or `output`) for a config's `custom_data`."""
     data = custom_data or {}
     return matcher(
-        _strings(data, "terms") + _strings(data, f"{stage}_terms"),
-        _strings(data, "patterns") + _strings(data, f"{stage}_patterns"),
+        strings(data, "terms") + strings(data, f"{stage}_terms"),
+        strings(data, "patterns") + strings(data, f"{stage}_patterns"),
     )
 
 

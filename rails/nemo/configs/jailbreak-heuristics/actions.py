@@ -36,12 +36,14 @@ import itertools
 import logging
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import regex
 from nemoguardrails.actions import action
 from nemoguardrails.actions.rail_outcome import RailOutcome
+
+from rails.nemo.params import strings
 
 log = logging.getLogger(__name__)
 
@@ -378,17 +380,6 @@ def _compile_extra(pattern: str) -> regex.Pattern[str]:
     return compiled
 
 
-def _strings(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
-    value = data.get(key)
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    if not isinstance(value, Iterable) or not all(isinstance(v, str) for v in value):
-        raise TypeError(f"{key}: expected a list of strings")
-    return tuple(value)
-
-
 def _int(data: Mapping[str, Any], key: str, default: int, minimum: int) -> int:
     value = data.get(key)
     if value is None:
@@ -407,8 +398,8 @@ def settings_of(custom_data: Mapping[str, Any] | None) -> Settings:
     """The settings for a config's `custom_data` (raises `ValueError`/`TypeError`)."""
     data = custom_data or {}
     return _settings(
-        _strings(data, "extra_patterns"),
-        frozenset(_strings(data, "disabled_rules")),
+        strings(data, "extra_patterns"),
+        frozenset(strings(data, "disabled_rules")),
         _int(data, "base64_min_length", DEFAULT_BASE64_MIN_LENGTH, 16),
         _int(data, "special_token_threshold", DEFAULT_SPECIAL_TOKEN_THRESHOLD, 1),
     )

@@ -19,7 +19,7 @@ import functools
 import logging
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from nemoguardrails.actions import action
@@ -27,6 +27,8 @@ from nemoguardrails.actions.rail_outcome import RailOutcome
 from nemoguardrails.library.self_check.utils import (
     run_self_check_task,
 )
+
+from rails.nemo.params import strings
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +43,6 @@ _INVISIBLE = re.compile(
 def normalise(text: str) -> str:
     """NFKC, invisible characters removed, case-folded."""
     return _INVISIBLE.sub("", unicodedata.normalize("NFKC", text)).casefold()
-
-
-def _strings(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
-    value = data.get(key)
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    if not isinstance(value, Iterable) or not all(isinstance(v, str) for v in value):
-        raise TypeError(f"{key}: expected a list of strings")
-    return tuple(v.strip() for v in value if v.strip())
 
 
 @functools.lru_cache(maxsize=64)
@@ -88,9 +79,9 @@ async def topic_guard_check(
     """Block a user message that is off topic (denied keyword, or the model says so)."""
     data = getattr(config, "custom_data", None)
     data = data if isinstance(data, Mapping) else {}
-    allowed = _strings(data, "allowed_topics")
-    denied = _strings(data, "denied_topics")
-    keywords = keyword_regex(_strings(data, "denied_keywords"))
+    allowed = strings(data, "allowed_topics", strip=True)
+    denied = strings(data, "denied_topics", strip=True)
+    keywords = keyword_regex(strings(data, "denied_keywords", strip=True))
 
     message = user_message if user_message is not None else (context or {}).get("user_message")
     text = text_of(message)
