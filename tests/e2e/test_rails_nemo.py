@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -317,3 +318,25 @@ def judged_slow(upstream) -> list[str]:
         for r in upstream.received
         if r.json.get("model") == "slow-judge"
     ]
+
+
+async def test_a_modified_input_reaches_the_upstream_modified(upstream, fresh_upstream):
+    raw = gateway_config(upstream.url)
+    raw["rails"] = {"configs_dir": str(Path(__file__).parent.parent / "data" / "nemo")}
+    raw["tenants"] = [
+        {
+            "id": "mod",
+            "keys": [{"key_sha256": hash_key(KEYS["plain"])}],
+            "policy": {"input": [{"nemo": {"config": "shout-redact"}}]},
+        }
+    ]
+    server, gw = start_gateway(raw, {UPSTREAM_KEY_ENV: UPSTREAM_KEY})
+    with server:
+        async with client(gw, "plain") as sdk:
+            raw_reply = await sdk.chat.completions.with_raw_response.create(
+                model="gpt-test", messages=ask("the codename is falcon")
+            )
+    sent = fresh_upstream.last().json["messages"]
+    assert sent[1]["content"] == "the [withheld] is falcon"
+    assert sent[0]["content"] == "be brief"  # only the last user message is rewritten
+    assert raw_reply.headers["x-railgate-guards"] == "nemo.modified=1"
