@@ -154,6 +154,20 @@ def upstream() -> Iterator[FakeUpstream]:
         yield fake
 
 
+def tenants_config(
+    keys: dict[str, str], policies: dict[str, dict[str, Any] | None]
+) -> list[dict[str, Any]]:
+    """Config `tenants` entries: one per tenant id with its key and its policy (if any)."""
+    return [
+        {
+            "id": tenant,
+            "keys": [{"key_sha256": hash_key(key)}],
+            **({"policy": policies[tenant]} if policies[tenant] else {}),
+        }
+        for tenant, key in keys.items()
+    ]
+
+
 def start_gateway(raw: dict[str, Any], env: dict[str, str]) -> tuple[ServerThread, Gateway]:
     settings = parse_settings(raw, env)
     sink = CollectingSink()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["strings"]
+__all__ = ["strings", "text_of"]
 
 
 def strings(data: Mapping[str, Any], key: str, *, strip: bool = False) -> tuple[str, ...]:
@@ -25,3 +25,13 @@ def strings(data: Mapping[str, Any], key: str, *, strip: bool = False) -> tuple[
     if strip:
         return tuple(v.strip() for v in value if v.strip())
     return tuple(value)
+
+
+def text_of(value: Any) -> str:
+    """A message's text: a string, or the text parts of a multi-part content list."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = [p.get("text") for p in value if isinstance(p, dict) and p.get("type") == "text"]
+        return "\n".join(p for p in parts if isinstance(p, str))
+    return ""

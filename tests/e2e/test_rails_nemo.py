@@ -16,7 +16,14 @@ import pytest
 from openai import APIError, APIStatusError, AsyncOpenAI, BadRequestError
 
 from gateway.keys import hash_key
-from tests.conftest import UPSTREAM_KEY, UPSTREAM_KEY_ENV, Gateway, gateway_config, start_gateway
+from tests.conftest import (
+    UPSTREAM_KEY,
+    UPSTREAM_KEY_ENV,
+    Gateway,
+    gateway_config,
+    start_gateway,
+    tenants_config,
+)
 
 KEYS = {t: f"rg-test-nemo-{t}-" + "d" * 40 for t in ("selfcheck", "plain", "jail", "block", "pii")}
 POLICIES = {
@@ -61,14 +68,7 @@ def nemo_gateway(upstream) -> Iterator[Gateway]:
     )
     raw["models"].append({"name": "unsafe", "provider": "up"})
     raw["rails"] = {"model": "rails-judge", "model_timeout_ms": 2000}
-    raw["tenants"] = [
-        {
-            "id": tenant,
-            "keys": [{"key_sha256": hash_key(key)}],
-            **({"policy": POLICIES[tenant]} if POLICIES[tenant] else {}),
-        }
-        for tenant, key in KEYS.items()
-    ]
+    raw["tenants"] = tenants_config(KEYS, POLICIES)
     server, gw = start_gateway(raw, {UPSTREAM_KEY_ENV: UPSTREAM_KEY})
     with server:
         yield gw

@@ -12,7 +12,14 @@ from openai import AsyncOpenAI, BadRequestError
 
 from gateway.keys import hash_key
 from rails.pii.corpus import pii_corpus
-from tests.conftest import UPSTREAM_KEY, UPSTREAM_KEY_ENV, Gateway, gateway_config, start_gateway
+from tests.conftest import (
+    UPSTREAM_KEY,
+    UPSTREAM_KEY_ENV,
+    Gateway,
+    gateway_config,
+    start_gateway,
+    tenants_config,
+)
 
 KEYS = {
     t: f"rg-test-{t}-" + "c" * 40 for t in ("redact", "plain", "pseudo", "block", "refuse", "out")
@@ -42,14 +49,7 @@ POLICIES = {
 @pytest.fixture(scope="module")
 def rails_gateway(upstream) -> Iterator[Gateway]:
     raw = gateway_config(upstream.url)
-    raw["tenants"] = [
-        {
-            "id": tenant,
-            "keys": [{"key_sha256": hash_key(key)}],
-            **({"policy": POLICIES[tenant]} if POLICIES[tenant] else {}),
-        }
-        for tenant, key in KEYS.items()
-    ]
+    raw["tenants"] = tenants_config(KEYS, POLICIES)
     server, gw = start_gateway(raw, {UPSTREAM_KEY_ENV: UPSTREAM_KEY})
     with server:
         yield gw

@@ -32,7 +32,7 @@ from nemoguardrails.actions import action
 from nemoguardrails.actions.rail_outcome import RailOutcome
 
 from rails.denylist import REGEX_TIMEOUT_S, compile_pattern
-from rails.nemo.params import strings
+from rails.nemo.params import strings, text_of
 
 log = logging.getLogger(__name__)
 
@@ -92,16 +92,6 @@ def stage_matcher(custom_data: Mapping[str, Any] | None, stage: str) -> Matcher:
         strings(data, "terms") + strings(data, f"{stage}_terms"),
         strings(data, "patterns") + strings(data, f"{stage}_patterns"),
     )
-
-
-def text_of(value: Any) -> str:
-    """A message's text: a string, or the text parts of a multi-part content list."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        parts = [p.get("text") for p in value if isinstance(p, dict) and p.get("type") == "text"]
-        return "\n".join(p for p in parts if isinstance(p, str))
-    return ""
 
 
 def _check(config: Any, stage: str, text: str) -> RailOutcome:

@@ -43,7 +43,7 @@ import regex
 from nemoguardrails.actions import action
 from nemoguardrails.actions.rail_outcome import RailOutcome
 
-from rails.nemo.params import strings
+from rails.nemo.params import strings, text_of
 
 log = logging.getLogger(__name__)
 
@@ -486,16 +486,6 @@ def detect(text: str, settings: Settings, depth: int = 0) -> str | None:
 
 
 # --------------------------------------------------------------------------- the action
-
-
-def text_of(value: Any) -> str:
-    """A message's text: a string, or the text parts of a multi-part content list."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        parts = [p.get("text") for p in value if isinstance(p, dict) and p.get("type") == "text"]
-        return "\n".join(p for p in parts if isinstance(p, str))
-    return ""
 
 
 def _custom_data(config: Any) -> Mapping[str, Any]:

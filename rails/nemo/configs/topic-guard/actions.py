@@ -28,7 +28,7 @@ from nemoguardrails.library.self_check.utils import (
     run_self_check_task,
 )
 
-from rails.nemo.params import strings
+from rails.nemo.params import strings, text_of
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +54,6 @@ def keyword_regex(keywords: tuple[str, ...]) -> re.Pattern[str] | None:
         return None
     alternation = "|".join(r"\s+".join(re.escape(w) for w in k.split()) for k in words)
     return re.compile(rf"(?<!\w)(?:{alternation})(?!\w)")
-
-
-def text_of(value: Any) -> str:
-    """A message's text: a string, or the text parts of a multi-part content list."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        parts = [p.get("text") for p in value if isinstance(p, dict) and p.get("type") == "text"]
-        return "\n".join(p for p in parts if isinstance(p, str))
-    return ""
 
 
 @action(is_system_action=True, name="topic_guard_check")  # type: ignore[untyped-decorator]
