@@ -3,7 +3,8 @@
 Objects are built once here (store, providers, router, proxy) and reach handlers
 through `app.state`; the lifespan opens the providers' connection pools inside the
 event loop and closes them, the store and pending background work on shutdown.
-Seams (limiter, content stages, usage sink) are injected, with pass-through defaults.
+Seams (limiter, content stages, usage sink) can be injected; by default the limiter
+keeps its counters in the store and the content stages run each tenant's rails policy.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -22,11 +24,13 @@ from gateway.content import RailStages
 from gateway.errors import exception_handlers
 from gateway.frontdoor import FrontDoor
 from gateway.guards import ContentStages
+from gateway.limits.limiter import StoreLimiter
+from gateway.metrics import Counters
 from gateway.policies import TenantPolicies, guard_registry, rails_secret
 from gateway.providers.registry import ModelRouter, build_providers
 from gateway.proxy import Proxy
-from gateway.ratelimit import Limiter, Unlimited
-from gateway.routes import health, openai
+from gateway.ratelimit import Limiter
+from gateway.routes import health, metrics, openai
 from gateway.store import Store, open_store
 from gateway.tasks import Tasks
 from gateway.tenancy import Authenticator
@@ -66,11 +70,22 @@ def create_app(
         secret = rails_secret(needed=policies.uses_pii)
         stages = RailStages(policies.for_tenant, policies.pipeline, secret)
     tasks = Tasks()
+    counters = Counters()
+    if limiter is None:
+        paced = {
+            p.name: p.limits
+            for p in settings.providers
+            if p.limits and (p.limits.rpm or p.limits.tpm)
+        }
+        store_limiter = StoreLimiter(store.limits, settings.limiter, paced, counters, tasks.spawn)
+        for name in paced:
+            providers[name].watch(partial(store_limiter.observe, name))
+        limiter = store_limiter
     auth = Authenticator(settings, store)
     proxy = Proxy(
         auth=auth,
         router=router,
-        limiter=limiter or Unlimited(),
+        limiter=limiter,
         stages=stages,
         sink=sink or LogSink(),
         tasks=tasks,
@@ -90,6 +105,7 @@ def create_app(
             yield
         finally:
             await tasks.drain()
+            await limiter.close()
             if registry is not None:
                 registry.close()
             for provider in providers.values():
@@ -97,12 +113,12 @@ def create_app(
             await store.close()
 
     return Litestar(
-        route_handlers=[*openai.routes, *health.routes],
+        route_handlers=[*openai.routes, *health.routes, *metrics.routes],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         request_max_body_size=settings.server.max_body_bytes,
         openapi_config=OpenAPIConfig(title="Railgate", version="0.1.0", path="/openapi"),
-        state=State({"settings": settings, "store": store, "proxy": proxy}),
+        state=State({"settings": settings, "store": store, "proxy": proxy, "counters": counters}),
         debug=False,
     )
 

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import yaml
 
+from gateway.limits.spec import LimiterSettings, Limits, ModelLimits, ProviderLimits
 from rails.policy import PolicyError, parse_policy
 
 __all__ = [
@@ -72,6 +73,9 @@ class ProviderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Upper bound for one upstream read (time between bytes) and for connecting."""
     max_connections: int = 512
     """Size of the shared connection pool to this upstream."""
+    limits: ProviderLimits | None = None
+    """The provider account's own limits (`rpm`, `tpm`, `max_queue_wait_ms`): the gateway
+    paces requests across replicas so the provider never has to answer 429."""
 
 
 class ModelRoute(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -96,6 +100,8 @@ class KeyEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Lower-case hex SHA-256 of the full key (`rg-…`)."""
     name: str = ""
     """Label shown in reports."""
+    limits: Limits | None = None
+    """This key's own limits, on top of its tenant's."""
 
 
 class TenantConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -109,6 +115,10 @@ class TenantConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Keys kept in the file (GitOps); run-time keys live in the store."""
     policy: dict[str, Any] | None = None
     """This tenant's rails policy (see `rails.policy`); `None` uses `default_policy`."""
+    limits: Limits | None = None
+    """`{rpm, rps, tpm, concurrency, budget_usd_day, budget_usd_month, fail_mode}`."""
+    model_limits: dict[str, ModelLimits] | None = None
+    """`{<model>: {rpm, tpm}}`: this tenant's limits per model."""
 
 
 class RailsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -137,6 +147,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Installed spaCy model for PII NER (e.g. `en_core_web_lg`); `None`: patterns only."""
     rails: RailsSettings = RailsSettings()
     """Rails that call a model (NeMo): which model, its deadline, tenant configs."""
+    limiter: LimiterSettings = LimiterSettings()
+    """How limits talk to the store: deadline, lease time, default output reservation."""
     source: str = ""
     """Where these settings were loaded from (set by the loader)."""
 
@@ -293,6 +305,9 @@ def _check(settings: Settings, env: Mapping[str, str]) -> None:
         for j, name in enumerate(t.models or ()):
             if name not in models:
                 raise ConfigError(f"{at}.models[{j}]", f"unknown model {name!r}")
+        for name in t.model_limits or {}:
+            if name not in models:
+                raise ConfigError(f"{at}.model_limits.{name}", f"unknown model {name!r}")
         for j, k in enumerate(t.keys):
             digest = k.key_sha256.lower()
             if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):

@@ -9,10 +9,12 @@
     ├── MethodNotAllowed          405 method_not_allowed
     ├── PayloadTooLarge           413 request_too_large
     ├── RateLimited               429 rate_limit_exceeded (+ Retry-After)
+    │   └── QuotaExceeded         429 insufficient_quota (a budget is spent)
     ├── UpstreamError             502 upstream_error
     ├── UpstreamStatus            <upstream 4xx> body passed through unchanged
     ├── ClientDisconnected        499 client_disconnected (the client is gone; for records)
     ├── GuardUnavailable          503 guard_unavailable
+    ├── LimitsUnavailable         503 limits_unavailable (store down, `fail_mode: closed`)
     └── UpstreamTimeout           504 upstream_timeout
 
 Every error renders as `{"error": {"message", "type", "param", "code"}}`. Messages
@@ -39,10 +41,12 @@ __all__ = [
     "GatewayError",
     "GuardUnavailable",
     "InvalidRequest",
+    "LimitsUnavailable",
     "MethodNotAllowed",
     "ModelNotAllowed",
     "NotFound",
     "PayloadTooLarge",
+    "QuotaExceeded",
     "RateLimited",
     "Rendered",
     "UpstreamError",
@@ -132,6 +136,18 @@ class RateLimited(GatewayError):
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
     log_level = logging.INFO
+
+
+class QuotaExceeded(RateLimited):
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+class LimitsUnavailable(GatewayError):
+    status_code = 503
+    type = "server_error"
+    code = "limits_unavailable"
+    log_level = logging.WARNING
 
 
 class UpstreamError(GatewayError):

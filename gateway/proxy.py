@@ -5,6 +5,7 @@
     route the model, check it is allowed providers.registry.ModelRouter
     admit                                ratelimit.Limiter       (reserve)
     input stage                          guards.ContentStages.on_request
+    pace (provider limits)               ratelimit.Limiter.pace  (may wait)
     upstream call                        providers.Provider.complete / open_stream
     output stage                         on_response, or a StreamEdit per event
     finish                               Limiter.settle + UsageSink.record, off the hot path
@@ -23,8 +24,9 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import msgspec
 
@@ -44,6 +46,8 @@ from gateway.usage import UsageSink, record_for
 __all__ = ["Proxy", "ProxyResponse"]
 
 log = logging.getLogger("railgate")
+
+T = TypeVar("T")
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -103,8 +107,11 @@ class Proxy:
             refusal = await self.stages.on_request(call)
             provider = route.provider if refusal is None else RefusalProvider(refusal)
             upstream = self._upstream_request(call)
+            paced = refusal is None
             if request.stream:
-                opened = await self.stages.alongside(call, provider.open_stream(upstream))
+                opened = await self.stages.alongside(
+                    call, self._send(call, ticket, provider.open_stream, upstream, paced)
+                )
                 if isinstance(opened, str):  # a parallel rail blocked: refuse instead
                     refusal = opened
                     opened = await RefusalProvider(refusal).open_stream(upstream)
@@ -117,7 +124,9 @@ class Proxy:
                     headers={**_STREAM_HEADERS, **ticket.headers, **self.stages.headers(call)},
                     events=self._relay(call, ticket, events, edit),
                 )
-            answered = await self.stages.alongside(call, provider.complete(upstream))
+            answered = await self.stages.alongside(
+                call, self._send(call, ticket, provider.complete, upstream, paced)
+            )
             if isinstance(answered, str):  # a parallel rail blocked: refuse instead
                 refusal = answered
                 answered = await RefusalProvider(refusal).complete(upstream)
@@ -141,6 +150,19 @@ class Proxy:
         finally:
             if not handed_off:
                 self._finish(call, ticket)
+
+    async def _send(
+        self,
+        call: Call,
+        ticket: Ticket,
+        send: Callable[[UpstreamRequest], Awaitable[T]],
+        upstream: UpstreamRequest,
+        paced: bool,
+    ) -> T:
+        """The upstream call, after the provider's pacing (refusals are not paced)."""
+        if paced:
+            await self.limiter.pace(ticket, call)
+        return await send(upstream)
 
     def _upstream_request(self, call: Call) -> UpstreamRequest:
         request = call.request

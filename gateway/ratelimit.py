@@ -1,9 +1,10 @@
 """Admission control seam: reserve before the upstream call, settle after it.
 
 The flow (tensorzero-style tickets): `admit(call)` reserves what the call may use and
-raises `RateLimited` when it must not run; `settle(ticket, call)` runs once the call
-has ended (answer, error or disconnect) and reconciles with the real usage. The
-Redis-backed limiter arrives with the rate-limit work; until then `Unlimited` admits all.
+raises `RateLimited` when it must not run; `pace(ticket, call)` runs right before the
+upstream call and may wait for the provider's own limits; `settle(ticket, call)` runs
+once the call has ended (answer, error or disconnect) and reconciles with the real
+usage. `gateway.limits.StoreLimiter` implements it on the store; `Unlimited` admits all.
 """
 
 from __future__ import annotations
@@ -27,8 +28,14 @@ class Limiter(Protocol):
     async def admit(self, call: Call) -> Ticket:
         """Runs after authentication and routing, before any guard or upstream call."""
 
+    async def pace(self, ticket: Ticket, call: Call) -> None:
+        """Runs right before the upstream call (not for refusals); may sleep or raise."""
+
     async def settle(self, ticket: Ticket, call: Call) -> None:
         """Runs exactly once per admitted call, after it ended, with `call.usage` filled in."""
+
+    async def close(self) -> None:
+        """Stops background work; called once at shutdown."""
 
 
 class _Open:
@@ -39,5 +46,11 @@ class Unlimited:
     async def admit(self, call: Call) -> Ticket:
         return _Open()
 
+    async def pace(self, ticket: Ticket, call: Call) -> None:
+        return None
+
     async def settle(self, ticket: Ticket, call: Call) -> None:
+        return None
+
+    async def close(self) -> None:
         return None

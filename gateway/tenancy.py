@@ -48,11 +48,17 @@ class Authenticator:
         self._tenants: dict[str, Tenant] = {}
         self._keys: dict[str, ApiKey] = {}
         for t in settings.tenants:
-            self._tenants[t.id] = Tenant(id=t.id, name=t.name, models=t.models)
+            self._tenants[t.id] = Tenant(
+                id=t.id, name=t.name, models=t.models, limits=t.limits, model_limits=t.model_limits
+            )
             for i, k in enumerate(t.keys):
                 digest = k.key_sha256.lower()
                 self._keys[digest] = ApiKey(
-                    id=f"cfg_{t.id}_{i}", tenant_id=t.id, key_sha256=digest, name=k.name
+                    id=f"cfg_{t.id}_{i}",
+                    tenant_id=t.id,
+                    key_sha256=digest,
+                    name=k.name,
+                    limits=k.limits,
                 )
 
     @property

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from gateway.call import Call
 
-__all__ = ["LogSink", "UsageRecord", "UsageSink", "record_for"]
+__all__ = ["LogSink", "UsageRecord", "UsageSink", "record_for", "spend_micro_usd"]
 
 log = logging.getLogger("railgate.usage")
 
@@ -71,14 +71,27 @@ class LogSink:
         )
 
 
-def record_for(call: Call) -> UsageRecord:
-    """Freeze a finished call into a priced record."""
-    now = time.perf_counter()
+def _main_cost(call: Call) -> tuple[int, int, int]:
+    """(prompt tokens, completion tokens, micro-USD) of the call's main model call."""
     usage = call.usage
     prompt = usage.prompt_tokens if usage else 0
     completion = usage.completion_tokens if usage else 0
     model = call.route.model
     cost = round(prompt * model.input_price_per_mtok + completion * model.output_price_per_mtok)
+    return prompt, completion, cost
+
+
+def spend_micro_usd(call: Call) -> int:
+    """What the call cost the tenant: the main call plus its rails' model calls."""
+    rails = call.guards.model_calls if call.guards is not None else []
+    return _main_cost(call)[2] + sum(c.cost_micro_usd for c in rails)
+
+
+def record_for(call: Call) -> UsageRecord:
+    """Freeze a finished call into a priced record."""
+    now = time.perf_counter()
+    prompt, completion, cost = _main_cost(call)
+    model = call.route.model
     rails = call.guards.model_calls if call.guards is not None else []
     return UsageRecord(
         request_id=call.request_id,

@@ -19,7 +19,7 @@ from gateway.config import ProviderConfig
 from gateway.errors import InvalidRequest, UpstreamError, UpstreamStatus
 from gateway.providers.anthropic_reply import StreamTranslator, from_message, openai_error_body
 from gateway.providers.anthropic_wire import ANTHROPIC_VERSION, to_messages_request
-from gateway.providers.base import EventStream, UpstreamReply, UpstreamRequest
+from gateway.providers.base import EventStream, HeaderObserver, UpstreamReply, UpstreamRequest
 from gateway.providers.http import HttpUpstream, SseStream
 
 __all__ = ["DEFAULT_BASE_URL", "AnthropicProvider", "AnthropicStream"]
@@ -44,6 +44,9 @@ class AnthropicProvider:
 
     async def close(self) -> None:
         await self._http.close()
+
+    def watch(self, observer: HeaderObserver) -> None:
+        self._http.observer = observer
 
     async def complete(self, request: UpstreamRequest) -> UpstreamReply:
         body = self._translate(request, stream=False)

@@ -13,7 +13,7 @@ transport exceptions.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -25,6 +25,7 @@ from gateway.errors import UpstreamError, UpstreamTimeout
 __all__ = [
     "Endpoint",
     "EventStream",
+    "HeaderObserver",
     "Provider",
     "UpstreamReply",
     "UpstreamRequest",
@@ -32,6 +33,10 @@ __all__ = [
 ]
 
 Endpoint = Literal["chat/completions", "completions", "embeddings"]
+
+HeaderObserver = Callable[[int, Mapping[str, str]], None]
+"""Sees the status and headers of every upstream answer (e.g. `x-ratelimit-remaining-*`).
+Called on the request path: it must return at once and never raise."""
 
 
 @dataclass(slots=True)
@@ -75,6 +80,9 @@ class Provider(Protocol):
 
     async def close(self) -> None:
         """Close the connection pool."""
+
+    def watch(self, observer: HeaderObserver) -> None:
+        """Call `observer` with every upstream answer's status and headers."""
 
     async def complete(self, request: UpstreamRequest) -> UpstreamReply:
         """Send a non-streamed request and return the whole answer."""

@@ -14,7 +14,7 @@ import aiohttp
 
 from gateway.config import ProviderConfig
 from gateway.errors import UpstreamError, UpstreamStatus
-from gateway.providers.base import map_upstream_errors
+from gateway.providers.base import HeaderObserver, map_upstream_errors
 from gateway.sse import split_events
 
 __all__ = ["HttpUpstream", "SseStream"]
@@ -62,6 +62,8 @@ class HttpUpstream:
         )
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self.observer: HeaderObserver | None = None
+        """Sees every answer's status and headers (set by the limiter for pacing)."""
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -90,6 +92,8 @@ class HttpUpstream:
         """POST and read the whole answer; raise `UpstreamStatus` / `UpstreamError` on failure."""
         with map_upstream_errors(self.provider):
             async with self.session.post(self.base_url + path, data=body, headers=headers) as resp:
+                if self.observer is not None:
+                    self.observer(resp.status, resp.headers)
                 content = await resp.read()
                 content_type = resp.headers.get("content-type", "application/json")
                 _raise_for_status(self.provider, resp, content)
@@ -99,6 +103,8 @@ class HttpUpstream:
         """POST and return the event stream once 2xx headers arrived."""
         with map_upstream_errors(self.provider):
             resp = await self.session.post(self.base_url + path, data=body, headers=headers)
+            if self.observer is not None:
+                self.observer(resp.status, resp.headers)
             if resp.status >= 300:
                 try:
                     content = await resp.read()

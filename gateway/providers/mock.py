@@ -22,7 +22,7 @@ import orjson
 
 from gateway.config import ProviderConfig
 from gateway.errors import InvalidRequest
-from gateway.providers.base import EventStream, UpstreamReply, UpstreamRequest
+from gateway.providers.base import EventStream, HeaderObserver, UpstreamReply, UpstreamRequest
 from gateway.sse import DONE, encode
 
 __all__ = ["Answer", "MockProvider", "RefusalProvider", "answer_for"]
@@ -92,6 +92,9 @@ class MockProvider:
 
     async def close(self) -> None:
         return None
+
+    def watch(self, observer: HeaderObserver) -> None:
+        """No upstream, no headers to see."""
 
     def answer(self, body: dict[str, Any]) -> Answer:
         """What the model says to an OpenAI-shaped chat or completion body."""

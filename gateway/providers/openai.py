@@ -9,7 +9,7 @@ from __future__ import annotations
 import orjson
 
 from gateway.config import ProviderConfig
-from gateway.providers.base import EventStream, UpstreamReply, UpstreamRequest
+from gateway.providers.base import EventStream, HeaderObserver, UpstreamReply, UpstreamRequest
 from gateway.providers.http import HttpUpstream
 
 __all__ = ["OpenAIProvider"]
@@ -27,6 +27,9 @@ class OpenAIProvider:
 
     async def close(self) -> None:
         await self._http.close()
+
+    def watch(self, observer: HeaderObserver) -> None:
+        self._http.observer = observer
 
     async def complete(self, request: UpstreamRequest) -> UpstreamReply:
         status, content, content_type = await self._http.post(

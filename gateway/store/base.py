@@ -11,6 +11,9 @@ from typing import Protocol
 
 import msgspec
 
+from gateway.limits.backend import LimitBackend
+from gateway.limits.spec import Limits, ModelLimits
+
 __all__ = ["ApiKey", "DuplicateKey", "Store", "Tenant"]
 
 
@@ -21,6 +24,10 @@ class Tenant(msgspec.Struct, frozen=True):
     """Allowed models; `None` allows every configured model."""
     disabled: bool = False
     created_at: float = 0.0
+    limits: Limits | None = None
+    """Rate limits and budgets of the whole tenant."""
+    model_limits: dict[str, ModelLimits] | None = None
+    """Per-model rate limits of this tenant."""
 
 
 class ApiKey(msgspec.Struct, frozen=True):
@@ -34,6 +41,8 @@ class ApiKey(msgspec.Struct, frozen=True):
     created_at: float = 0.0
     revoked_at: float | None = None
     expires_at: float | None = None
+    limits: Limits | None = None
+    """This key's own limits, applied on top of its tenant's."""
 
     def usable(self, now: float) -> bool:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
@@ -45,6 +54,10 @@ class DuplicateKey(Exception):
 
 class Store(Protocol):
     """Shared state of the gateway. Methods are coroutines and safe to call concurrently."""
+
+    @property
+    def limits(self) -> LimitBackend:
+        """Counters of rate limits, budgets and pacing, kept in this store."""
 
     async def ping(self) -> bool:
         """True when the backend answers; used by `/readyz`."""

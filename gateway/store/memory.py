@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from gateway.limits.memory import MemoryLimits
 from gateway.store.base import ApiKey, DuplicateKey, Tenant
 
 __all__ = ["MemoryStore"]
@@ -13,6 +14,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._tenants: dict[str, Tenant] = {}
         self._keys: dict[str, ApiKey] = {}
+        self.limits = MemoryLimits()
 
     async def ping(self) -> bool:
         return True

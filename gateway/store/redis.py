@@ -7,8 +7,12 @@ Key layout (`P` is the prefix, `rg` unless the URL says `?prefix=`):
     P:{<tenant>}:keys         hash key id -> key sha256
     P:key:<sha256>            key record (JSON); the authentication lookup
 
+    P:{<tenant>}:rl:…         rate-limit windows, leases, budgets (`gateway.limits.plan`)
+    P:{provider:<name>}:pace:… a provider's pacing windows
+
 `{<tenant>}` is a Redis Cluster hash tag: everything of one tenant shares a slot,
-so later per-tenant Lua scripts touch a single slot.
+so per-tenant Lua scripts touch a single slot. Redis Cluster: add `cluster=true` to
+the URL (`redis://node1:7000/0?cluster=true`); the client discovers the other nodes.
 """
 
 from __future__ import annotations
@@ -18,37 +22,51 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from gateway.limits.redis import RedisLimits
 from gateway.store.base import ApiKey, DuplicateKey, Tenant
 
-__all__ = ["RedisStore", "split_prefix"]
+__all__ = ["RedisStore", "split_prefix", "split_url"]
 
 _tenant_dec = msgspec.json.Decoder(Tenant)
 _key_dec = msgspec.json.Decoder(ApiKey)
 _enc = msgspec.json.Encoder()
 
 
+_OURS = ("prefix", "cluster")
+
+
 def split_prefix(url: str) -> tuple[str, str]:
     """Remove our `prefix` query parameter from a Redis URL; return (url, prefix)."""
+    bare, prefix, _ = split_url(url)
+    return bare, prefix
+
+
+def split_url(url: str) -> tuple[str, str, bool]:
+    """Remove our query parameters (`prefix`, `cluster`); return (url, prefix, cluster)."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    prefix = next((v for k, v in query if k == "prefix"), "rg")
-    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
-    return urlunsplit(parts._replace(query=rest)), prefix or "rg"
+    ours = {k: v for k, v in query if k in _OURS}
+    rest = urlencode([(k, v) for k, v in query if k not in _OURS])
+    cluster = ours.get("cluster", "").lower() in ("1", "true", "yes")
+    return urlunsplit(parts._replace(query=rest)), ours.get("prefix") or "rg", cluster
 
 
 class RedisStore:
-    def __init__(self, client: aioredis.Redis, prefix: str = "rg") -> None:
+    def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str = "rg") -> None:
         self._r = client
         self.prefix = prefix
+        self.limits = RedisLimits(client, prefix)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
-        bare, prefix = split_prefix(url)
-        client: aioredis.Redis = aioredis.Redis.from_url(
-            bare, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
-        )
+        bare, prefix, cluster = split_url(url)
+        options: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 5}
+        if cluster:
+            return cls(RedisCluster.from_url(bare, **options), prefix)
+        client = aioredis.Redis.from_url(bare, health_check_interval=30, **options)
         return cls(client, prefix)
 
     def _tenant(self, tenant_id: str) -> str:

@@ -1,0 +1,69 @@
+-- Admission: check every rule of one request, then reserve all of them, or none.
+-- KEYS: per rule, window -> zset, sum; lease -> zset; budget -> counter.
+-- ARGV: ticket, then per rule: kind (w|l|b), limit, window_ms, amount.
+-- Returns {refused rule (1-based, 0 = admitted), retry_ms (-1 = never fits), then
+--          per rule: used, reset_ms} when admitted, or the refused rule's used.
+local ticket = ARGV[1]
+local rules = {}
+local k, a = 1, 2
+while a <= #ARGV do
+  local r = {
+    kind = ARGV[a], limit = tonumber(ARGV[a + 1]), window = tonumber(ARGV[a + 2]),
+    amount = tonumber(ARGV[a + 3]), key = KEYS[k],
+  }
+  a = a + 4
+  if r.kind == 'w' then
+    r.sum = KEYS[k + 1]
+    k = k + 2
+  else
+    k = k + 1
+  end
+  rules[#rules + 1] = r
+end
+
+for i, r in ipairs(rules) do
+  local retry = nil
+  if r.kind == 'w' then
+    r.used = trim(r.key, r.sum, r.window)
+    local at = fits_at(r.key, r.used, r.limit, r.window, r.amount)
+    if at ~= now then
+      retry = at < 0 and -1 or at - now
+    end
+  elseif r.kind == 'l' then
+    redis.call('ZREMRANGEBYSCORE', r.key, '-inf', now)
+    r.used = redis.call('ZCARD', r.key)
+    if r.used + 1 > r.limit then
+      local first = redis.call('ZRANGE', r.key, 0, 0, 'WITHSCORES')
+      retry = math.min(1000, tonumber(first[2]) - now)
+    end
+  else
+    r.used = tonumber(redis.call('GET', r.key) or '0')
+    if r.used >= r.limit then
+      retry = r.window
+    end
+  end
+  if retry ~= nil then
+    return {i, retry, r.used}
+  end
+end
+
+local out = {0, 0}
+for _, r in ipairs(rules) do
+  if r.kind == 'w' then
+    redis.call('ZADD', r.key, now, r.amount .. ':' .. ticket)
+    redis.call('INCRBY', r.sum, r.amount)
+    redis.call('PEXPIRE', r.key, r.window)
+    redis.call('PEXPIRE', r.sum, r.window)
+    out[#out + 1] = r.used + r.amount
+    out[#out + 1] = reset_of(r.key, r.window)
+  elseif r.kind == 'l' then
+    redis.call('ZADD', r.key, now + r.window, ticket)
+    redis.call('PEXPIRE', r.key, r.window)
+    out[#out + 1] = r.used + 1
+    out[#out + 1] = 0
+  else
+    out[#out + 1] = r.used
+    out[#out + 1] = r.window
+  end
+end
+return out

@@ -1,0 +1,148 @@
+"""Which rules apply to one call: its tenant's, its key's and its tenant-and-model limits.
+
+Store keys (the store adds its prefix) carry the tenant as a Redis Cluster hash tag, so
+one script call covers every rule of a request:
+
+    {<tenant>}:rl:<scope>:rps|rpm|tpm|conc     scope: t | k:<key id> | m:<model>
+    {<tenant>}:rl:<scope>:usd:d:<YYYYMMDD>      daily spend, micro-USD
+    {<tenant>}:rl:<scope>:usd:m:<YYYYMM>        monthly spend, micro-USD
+    {provider:<name>}:pace:rpm|tpm|block        upstream pacing (`provider_rules`)
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from collections.abc import Iterator
+
+from gateway.call import Call
+from gateway.limits.rules import Rule, RuleKind, Unit
+from gateway.limits.spec import Limits, ModelLimits, ProviderLimits
+
+__all__ = ["BUDGET_GRACE_MS", "call_rules", "fail_mode", "has_limits", "provider_rules"]
+
+MINUTE_MS = 60_000
+SECOND_MS = 1_000
+BUDGET_GRACE_MS = 3_600_000
+"""Budget counters outlive their period by an hour, for late settlements and reports."""
+
+
+def has_limits(call: Call) -> bool:
+    tenant, key = call.caller.tenant, call.caller.key
+    return bool(
+        (tenant.limits is not None and not tenant.limits.empty)
+        or (key.limits is not None and not key.limits.empty)
+        or (tenant.model_limits and call.route.model.name in tenant.model_limits)
+    )
+
+
+def fail_mode(call: Call) -> str:
+    """`closed` when the tenant's or the key's limits say so, else `open`."""
+    for limits in (call.caller.tenant.limits, call.caller.key.limits):
+        if limits is not None and limits.fail_mode == "closed":
+            return "closed"
+    return "open"
+
+
+def _periods(now: float) -> tuple[str, int, str, int]:
+    """(day id, ms left in the UTC day, month id, ms left in the UTC month)."""
+    t = time.gmtime(now)
+    day_end = calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0)) + 86_400
+    days = calendar.monthrange(t.tm_year, t.tm_mon)[1]
+    month_end = calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0)) + days * 86_400
+    return (
+        f"{t.tm_year:04d}{t.tm_mon:02d}{t.tm_mday:02d}",
+        int((day_end - now) * 1000),
+        f"{t.tm_year:04d}{t.tm_mon:02d}",
+        int((month_end - now) * 1000),
+    )
+
+
+_COUNTED: tuple[tuple[str, RuleKind, int, Unit, str], ...] = (
+    ("rps", "window", SECOND_MS, "requests", "requests per second"),
+    ("rpm", "window", MINUTE_MS, "requests", "requests per minute"),
+    ("tpm", "window", MINUTE_MS, "tokens", "tokens per minute"),
+    ("concurrency", "lease", 0, "concurrency", "concurrent requests"),
+)
+"""(field, kind, window ms (leases: the lease time), unit, name) of the counted limits."""
+
+
+def _scope_rules(
+    base: str, label: str, limits: Limits | ModelLimits, tokens: int, lease_ms: int, now: float
+) -> Iterator[Rule]:
+    if (
+        isinstance(limits, Limits)
+        and (limits.budget_usd_day or limits.budget_usd_month) is not None
+    ):
+        day, day_left, month, month_left = _periods(now)
+        for usd, period, left, name in (
+            (limits.budget_usd_day, f"d:{day}", day_left, "daily budget"),
+            (limits.budget_usd_month, f"m:{month}", month_left, "monthly budget"),
+        ):
+            if usd is not None:
+                limit = round(usd * 1_000_000)
+                window = left + BUDGET_GRACE_MS
+                yield Rule(f"{base}:usd:{period}", "budget", limit, window, 0, "usd", name + label)
+    for field, kind, window, unit, name in _COUNTED:
+        count = getattr(limits, field, None)
+        if count is not None:
+            amount = tokens if unit == "tokens" else 1
+            yield Rule(
+                f"{base}:{field[:4]}",
+                kind,
+                count,
+                window or lease_ms,
+                amount,
+                unit,
+                name + label,
+            )
+
+
+def call_rules(call: Call, tokens: int, lease_ms: int) -> list[Rule]:
+    """Every rule for `call`; `tokens` is what the call reserves against token windows."""
+    tenant, key, model = call.caller.tenant, call.caller.key, call.route.model.name
+    root = f"{{{tenant.id}}}:rl"
+    now = time.time()
+    rules: list[Rule] = []
+    if tenant.limits is not None:
+        rules += _scope_rules(f"{root}:t", "", tenant.limits, tokens, lease_ms, now)
+    if key.limits is not None:
+        rules += _scope_rules(f"{root}:k:{key.id}", " (key)", key.limits, tokens, lease_ms, now)
+    if tenant.model_limits and model in tenant.model_limits:
+        rules += _scope_rules(
+            f"{root}:m:{model}", f" ({model})", tenant.model_limits[model], tokens, lease_ms, now
+        )
+    # Budgets first: an exhausted budget is the reason a client must hear about.
+    rules.sort(key=lambda r: r.kind != "budget")
+    return rules
+
+
+def provider_rules(name: str, limits: ProviderLimits, tokens: int) -> tuple[list[Rule], str]:
+    """(window rules, block key) of one provider's pacing."""
+    root = f"{{provider:{name}}}:pace"
+    rules = []
+    if limits.rpm is not None:
+        rules.append(
+            Rule(
+                f"{root}:rpm",
+                "window",
+                limits.rpm,
+                MINUTE_MS,
+                1,
+                "requests",
+                f"provider {name} requests per minute",
+            )
+        )
+    if limits.tpm is not None:
+        rules.append(
+            Rule(
+                f"{root}:tpm",
+                "window",
+                limits.tpm,
+                MINUTE_MS,
+                tokens,
+                "tokens",
+                f"provider {name} tokens per minute",
+            )
+        )
+    return rules, f"{root}:block"
