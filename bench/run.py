@@ -3,8 +3,9 @@
 Starts nginx as an instant fake OpenAI upstream, then each proxy in turn pinned to
 core 0, drives it with wrk pinned to core 1, and prints a markdown table with the
 Railgate/floor throughput ratio and, with the `railgate-pii` target (`--pii`), the
-PII-guard-on/no-guard ratio on a prompt full of varying PII. Every process it starts
-is stopped on exit. See bench/README.md.
+PII-guard-on/no-guard ratio on a prompt full of varying PII, and with the
+`railgate-limits` target (`--limits`), the limits-on (Redis store)/no-limits ratio.
+Every process it starts is stopped on exit. See bench/README.md.
 """
 
 import argparse
@@ -32,9 +33,9 @@ from floor import BENCH_KEY
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-TARGETS = ("upstream", "floor", "railgate", "railgate-pii")
+TARGETS = ("upstream", "floor", "railgate", "railgate-pii", "railgate-limits")
 DEFAULT_TARGETS = ("upstream", "floor", "railgate")
-RAILGATES = ("railgate", "railgate-pii")
+RAILGATES = ("railgate", "railgate-pii", "railgate-limits")
 PROMPTS = {"plain": "post.lua", "pii": "post_pii.lua"}  # wrk scripts in bench/
 PII_ENTITIES = 5  # PII values per request in post_pii.lua
 RAILGATE_SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
@@ -42,6 +43,8 @@ PROXY_CORE, LOAD_CORE = "0", "1"
 UPSTREAM_KEY = "sk-bench-upstream-0000000000000000"
 APT_COMMAND = ["apt-get", "install", "-y", "--no-install-recommends", "wrk", "nginx"]
 GOAL_RATIO = 0.5
+GOAL_LIMITS_RATIO = 0.8  # limits on (Redis) / no limits, throughput
+REDIS_URL = "redis://127.0.0.1:6379/0"
 GOAL_ADDED_MS = 1.0  # PII guard: median latency added per ~1 KB prompt at c=1
 CHAT_PATH = "/v1/chat/completions"
 ANSWER = (
@@ -81,7 +84,7 @@ http {{
 """
 RAILGATE_CONFIG = """\
 server: {{host: 127.0.0.1, port: {port}, workers: 1}}
-store: memory://
+store: "{store}"
 providers:
   - {{name: up, type: openai, base_url: "{upstream}/v1", api_key_env: BENCH_UPSTREAM_KEY}}
 models:
@@ -97,6 +100,11 @@ PII_POLICY = """\
       output:
         - pii: {entities: [CREDIT_CARD, API_KEY], action: redact}
 """
+LIMITS = """\
+    limits: {rpm: 100000000, tpm: 100000000000, concurrency: 10000, budget_usd_day: 1000000}
+    model_limits: {bench-model: {rpm: 100000000}}
+"""
+"""Every kind of limit, high enough never to refuse: the cost of checking them all."""
 PII_SMOKE_TEXT = (
     "Mail ada.obi@example.com or call +234 803 123 4567 about card 4111 1111 1111 1111."
 )
@@ -253,6 +261,8 @@ def smoke_test(name: str, base: str, check_auth: bool) -> None:
         if (name == "railgate-pii") != ("pii.pseudonymized=" in guards):
             raise RuntimeError(f"{name}: unexpected x-railgate-guards: {guards!r}")
         log(f"{name}: PII smoke request ok, x-railgate-guards: {guards or '(none)'}")
+        if (name == "railgate-limits") != ("x-ratelimit-remaining-requests" in headers):
+            raise RuntimeError(f"{name}: x-ratelimit headers do not match the target")
 
 
 def run_wrk(base: str, connections: int, seconds: int, prompt: str) -> dict[str, Any]:
@@ -372,10 +382,13 @@ def start_proxy(
     else:
         config = workdir / f"{target}.yaml"
         key_sha256 = hashlib.sha256(BENCH_KEY.encode()).hexdigest()
-        policy = PII_POLICY if target == "railgate-pii" else ""
+        policy = {"railgate-pii": PII_POLICY, "railgate-limits": LIMITS}.get(target, "")
+        store = "memory://"
+        if target == "railgate-limits":
+            store = f"{REDIS_URL}?prefix={redis_prefix()}"
         config.write_text(
             RAILGATE_CONFIG.format(
-                port=port, upstream=upstream, key_sha256=key_sha256, policy=policy
+                port=port, upstream=upstream, key_sha256=key_sha256, policy=policy, store=store
             )
         )
         cmd = [railgate_command(), "serve", "--config", str(config), "--port", str(port)]
@@ -387,6 +400,23 @@ def start_proxy(
     wait_healthy(procs, target, proc, base)
     smoke_test(target, base, check_auth=True)
     return proc, base
+
+
+def redis_prefix() -> str:
+    return f"railgate-bench-{os.getpid()}"
+
+
+def clean_redis() -> None:
+    """Remove the limit counters the `railgate-limits` target left in Redis."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        keys = subprocess.run(
+            ["redis-cli", "--scan", "--pattern", f"{redis_prefix()}:*"],
+            capture_output=True, text=True, timeout=30,
+        ).stdout.split()  # fmt: skip
+        for i in range(0, len(keys), 500):
+            subprocess.run(
+                ["redis-cli", "del", *keys[i : i + 500]], capture_output=True, timeout=30
+            )
 
 
 def railgate_command() -> str:
@@ -445,7 +475,7 @@ def plan(targets: list[str]) -> list[tuple[str, str]]:
     runs: list[tuple[str, str]] = []
     for target in targets:
         if target == "railgate":
-            if not pii or {"upstream", "floor"} & set(targets):
+            if not pii or {"upstream", "floor", "railgate-limits"} & set(targets):
                 runs.append((target, "plain"))
             if pii:
                 runs.append((target, "pii"))
@@ -465,7 +495,9 @@ def medians(results: list[Result]) -> list[Result]:
 COMPARISONS = {  # name: (target, baseline), both on the same prompt
     "railgate/floor": (("railgate", "plain"), ("floor", "plain")),
     "railgate-pii/railgate": (("railgate-pii", "pii"), ("railgate", "pii")),
+    "railgate-limits/railgate": (("railgate-limits", "plain"), ("railgate", "plain")),
 }
+GOALS = {"railgate-limits/railgate": GOAL_LIMITS_RATIO}
 
 
 def paired(results: list[Result], name: str) -> dict[int, list[tuple[Result, Result]]]:
@@ -540,16 +572,24 @@ def report(facts: dict[str, str], results: list[Result], args: argparse.Namespac
     labels = {
         "railgate/floor": "Railgate/floor throughput",
         "railgate-pii/railgate": "Railgate PII on/off throughput (pii prompt)",
+        "railgate-limits/railgate": "Railgate limits on (Redis)/off throughput",
     }
     for name, per_c in ratios(results).items():
+        goal = GOALS.get(name, GOAL_RATIO)
         for c, per_round in per_c.items():
             ratio = statistics.median(per_round)
-            verdict = "meets" if ratio >= GOAL_RATIO else "BELOW"
+            verdict = "meets" if ratio >= goal else "BELOW"
             rounds = ", ".join(f"{x:.2f}" for x in per_round)
             lines.append(
                 f"- {labels[name]} at c={c}: **{ratio:.2f}x** "
-                f"({verdict} the {GOAL_RATIO}x goal; per round: {rounds})"
+                f"({verdict} the {goal}x goal; per round: {rounds})"
             )
+    for c, pairs in paired(results, "railgate-limits/railgate").items():
+        p99 = ", ".join(f"{a.p99_ms:.2f} vs {b.p99_ms:.2f}" for a, b in pairs)
+        p50 = ", ".join(f"{a.p50_ms - b.p50_ms:+.2f}" for a, b in pairs)
+        lines.append(
+            f"- Limits on/off at c={c}: p99 ms (on vs off) per round: {p99}; p50 added ms: {p50}"
+        )
     for c, added in pii_added(results).items():
         p50 = statistics.median(added["p50_ms"])
         verdict = "meets" if p50 <= GOAL_ADDED_MS else "ABOVE"
@@ -574,6 +614,11 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="add railgate-pii and its no-guard railgate baseline on the PII prompt",
     )
+    parser.add_argument(
+        "--limits",
+        action="store_true",
+        help="add railgate-limits (Redis store, every limit on) and its no-limit baseline",
+    )
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
     parser.add_argument(
         "--warmup", type=int, default=2, help="seconds of discarded warm-up per run"
@@ -591,7 +636,9 @@ def parse_args() -> argparse.Namespace:
     if unknown := wanted - set(TARGETS):
         parser.error(f"unknown target(s): {', '.join(sorted(unknown))}")
     if args.pii:
-        wanted |= set(RAILGATES)
+        wanted |= {"railgate", "railgate-pii"}
+    if args.limits:
+        wanted |= {"railgate", "railgate-limits"}
     args.targets = [t for t in TARGETS if t in wanted]
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     if not args.targets or min(args.duration, args.warmup, args.rounds) < 1:
@@ -642,6 +689,8 @@ def main() -> int:
             return 130
         finally:
             procs.stop_all()
+            if "railgate-limits" in args.targets:
+                clean_redis()
     print(report(facts, results, args))
     if args.json:
         data = {
