@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.limits.redis import RedisLimits
 from gateway.store.base import ApiKey, DuplicateKey, Tenant
@@ -81,7 +81,7 @@ class RedisStore:
     async def ping(self) -> bool:
         try:
             return bool(await self._r.ping())
-        except (RedisError, OSError):
+        except (RedisError, RedisClusterException, OSError):
             return False
 
     async def close(self) -> None:
