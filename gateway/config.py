@@ -10,6 +10,7 @@ Secrets are never in the file: a provider names the variable that holds its key.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -191,10 +192,36 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str] | None = None) ->
     except msgspec.ValidationError as exc:
         message, sep, path = str(exc).rpartition(" - at `")
         if sep:
-            raise ConfigError(path.rstrip("`"), message) from exc
+            raise ConfigError(_name_dict_key(raw, path.rstrip("`")), message) from exc
         raise ConfigError("$", str(exc)) from exc
     _check(settings, env)
     return _drop_disabled_providers(settings, env)
+
+
+_TYPED_DICTS: dict[str, type[msgspec.Struct]] = {"model_limits": ModelLimits}
+"""Mappings whose values are structs: msgspec reports their keys as `[...]`."""
+_SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+
+
+def _name_dict_key(raw: Any, path: str) -> str:
+    """`$.tenants[0].model_limits[...].tpm` → `$.tenants[0].model_limits.gpt-4o.tpm`."""
+    head, sep, tail = path.partition("[...]")
+    node, name = raw, ""
+    for field, index in _SEGMENT.findall(head.removeprefix("$")):
+        name = field
+        try:
+            node = node[field] if field else node[int(index)]
+        except (KeyError, IndexError, TypeError):
+            return path
+    kind = _TYPED_DICTS.get(name)
+    if not sep or kind is None or not isinstance(node, dict):
+        return path
+    for key, value in node.items():
+        try:
+            msgspec.convert(value, kind, strict=False)
+        except msgspec.ValidationError:
+            return f"{head}.{key}{tail}"
+    return path
 
 
 def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:

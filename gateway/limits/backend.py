@@ -19,17 +19,22 @@ For a lease the amount is ignored: the lease is released."""
 
 
 class LimitBackend(Protocol):
-    async def admit(self, ticket: str, rules: Sequence[Rule]) -> Verdict:
-        """Check every rule; if all pass, reserve them all under `ticket`, else nothing."""
+    deadline_s: float
+    """Calls not answered within this long fail with `TimeoutError` (set by the limiter)."""
 
-    async def settle(self, ticket: str, items: Sequence[Settlement]) -> None:
-        """Correct reservations to real amounts, release leases, charge budgets."""
+    async def admit(self, ticket: str, rules: Sequence[Rule], tokens: int = 0) -> Verdict:
+        """Check every rule; if all pass, reserve them all under `ticket`, else nothing.
+        `tokens` is what rules with `amount == TOKENS` reserve."""
+
+    async def settle(self, ticket: str, items: Sequence[Settlement], tokens: int = 0) -> None:
+        """Correct reservations to real amounts, release leases, charge budgets; `tokens`
+        is what `TOKENS` rules reserved."""
 
     async def renew(self, key: str, tickets: Sequence[str], ttl_ms: int) -> None:
         """Push the expiry of these live leases of one lease set `ttl_ms` ahead."""
 
     async def pace(
-        self, member: str, rules: Sequence[Rule], block_key: str, max_wait_ms: int
+        self, member: str, rules: Sequence[Rule], block_key: str, max_wait_ms: int, tokens: int = 0
     ) -> PaceVerdict:
         """Book the earliest send time the (provider) window rules allow, if within
         `max_wait_ms`. `member` is `<ticket>:<tenant>` (the tenant for fair sharing)."""

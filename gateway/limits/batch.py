@@ -7,16 +7,19 @@ and settle at once, so `AutoPipeline.call()` queues the call and flushes the que
 on the next loop iteration as one non-transactional pipeline: no added wait, fewer
 syscalls, less CPU per request. Each script still runs atomically on the server.
 
-A pipeline that fails as a whole (connection lost) fails every call in it. A script
-the server no longer knows (it restarted) is loaded again and re-run on its own. A
-caller that stops waiting (its deadline passed) does not cancel the pipeline: the
-others in it still get their answers.
+Deadlines are per batch (one timer, not one per call): calls still unanswered after
+`deadline_s` fail with `TimeoutError`. The pipeline itself is never cancelled, so a
+late answer still arrives; a call made with `late=` hands that answer to its callback
+(e.g. to undo a reservation nobody waited for). A pipeline that fails as a whole
+(connection lost) fails every call in it; a script the server no longer knows (it
+restarted) is loaded again and re-run on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -26,61 +29,98 @@ from redis.exceptions import NoScriptError
 
 __all__ = ["AutoPipeline"]
 
-_Call = tuple[AsyncScript, Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
+Late = Callable[[Any], None]
+
+
+@dataclass(slots=True)
+class _Call:
+    script: AsyncScript
+    keys: Sequence[Any]
+    args: Sequence[Any]
+    future: asyncio.Future[Any]
+    late: Late | None
 
 
 class AutoPipeline:
-    def __init__(self, client: Redis | RedisCluster) -> None:
+    def __init__(self, client: Redis | RedisCluster, deadline_s: float = 0.25) -> None:
         self._client = client
+        self.deadline_s = deadline_s
         self._queue: list[_Call] = []
         self._running: set[asyncio.Task[None]] = set()
 
-    async def call(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        """Run `script` with `keys` and `args` in the next pipeline; return its result."""
+    async def call(
+        self,
+        script: AsyncScript,
+        keys: Sequence[Any],
+        args: Sequence[Any],
+        late: Late | None = None,
+    ) -> Any:
+        """Run `script` in the next pipeline and return its result; `late(result)` gets
+        the result if it arrives after the deadline or after the caller stopped waiting."""
+        return await self._enqueue(script, keys, args, late)
+
+    def send(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> None:
+        """Run `script` in the next pipeline; nobody waits for the result (failures are
+        dropped: used for compensations that the windows' expiry would also repair)."""
+        self._enqueue(script, keys, args, None).add_done_callback(_drop)
+
+    def _enqueue(
+        self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any], late: Late | None
+    ) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((script, keys, args, future))
+        self._queue.append(_Call(script, keys, args, future, late))
         if len(self._queue) == 1:
             loop.call_soon(self._flush)
-        return await future
+        return future
 
     def _flush(self) -> None:
         batch, self._queue = self._queue, []
-        task = asyncio.get_running_loop().create_task(self._execute(batch))
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self.deadline_s, _expire, batch)
+        task = loop.create_task(self._execute(batch, timer))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _execute(self, batch: list[_Call]) -> None:
-        if len(batch) == 1:  # nothing to share the trip with: a plain EVALSHA is cheaper
-            script, keys, args, future = batch[0]
-            try:
-                result = await script(keys, args)
-            except Exception as exc:
-                if not future.done():
-                    future.set_exception(exc)
-                return
-            if not future.done():
-                future.set_result(result)
-            return
-        pipe = self._client.pipeline(transaction=False)
-        for script, keys, args, _ in batch:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+    async def _execute(self, batch: list[_Call], timer: asyncio.TimerHandle) -> None:
         try:
-            results = await pipe.execute(raise_on_error=False)
-        except Exception as exc:
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (script, keys, args, future), result in zip(batch, results, strict=True):
+            results = await self._run(batch)
+        finally:
+            timer.cancel()
+        for call, result in zip(batch, results, strict=True):
             if isinstance(result, NoScriptError):
                 try:
-                    result = await script(keys, args)  # loads it, then EVALSHA again
+                    result = await call.script(call.keys, call.args)  # loads it, runs it
                 except Exception as exc:
                     result = exc
-            if future.done():
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+            if not call.future.done():
+                if isinstance(result, Exception):
+                    call.future.set_exception(result)
+                else:
+                    call.future.set_result(result)
+            elif call.late is not None and not isinstance(result, Exception):
+                call.late(result)
+
+    async def _run(self, batch: list[_Call]) -> list[Any]:
+        """Each call's result or exception; never raises."""
+        try:
+            if len(batch) == 1:  # nothing to share the trip with: a plain EVALSHA is cheaper
+                only = batch[0]
+                return [await only.script(only.keys, only.args)]
+            pipe = self._client.pipeline(transaction=False)
+            for call in batch:
+                pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+            return list(await pipe.execute(raise_on_error=False))
+        except Exception as exc:
+            return [exc] * len(batch)
+
+
+def _expire(batch: list[_Call]) -> None:
+    for call in batch:
+        if not call.future.done():
+            call.future.set_exception(TimeoutError("limits store deadline passed"))
+
+
+def _drop(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: no "exception was never retrieved" warning

@@ -24,7 +24,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
@@ -32,8 +32,8 @@ from redis.exceptions import RedisError
 from gateway.call import Call
 from gateway.errors import GatewayError, LimitsUnavailable, QuotaExceeded, RateLimited
 from gateway.limits.backend import LimitBackend, Settlement
-from gateway.limits.plan import BUDGET_GRACE_MS, call_rules, fail_mode, has_limits, provider_rules
-from gateway.limits.rules import Rule, Verdict
+from gateway.limits.plan import BUDGET_GRACE_MS, RulesCache, fail_mode, has_limits, provider_rules
+from gateway.limits.rules import TOKENS, Rule, Verdict
 from gateway.limits.spec import LimiterSettings, ProviderLimits
 from gateway.limits.tokens import estimate_tokens
 from gateway.metrics import Counters
@@ -53,14 +53,14 @@ class Reservation:
 
     __slots__ = ("booked", "headers", "id", "reserved", "rules", "tokens")
 
-    def __init__(self, rules: list[Rule], tokens: int) -> None:
+    def __init__(self, rules: tuple[Rule, ...], tokens: int) -> None:
         self.id = os.urandom(8).hex()
         self.rules = rules
         self.tokens = tokens
         self.headers: dict[str, str] = {}
         self.reserved = True
         """False when the store failed and the call was admitted open."""
-        self.booked: list[Rule] = []
+        self.booked: tuple[Rule, ...] = ()
         """Provider pacing rules this call booked."""
 
 
@@ -85,8 +85,12 @@ class StoreLimiter:
         self._providers = dict(providers)
         self._counters = counters
         self._spawn = spawn
-        self._timeout = settings.timeout_ms / 1000
+        backend.deadline_s = settings.timeout_ms / 1000
         self._lease_ms = int(settings.lease_ttl_s * 1000)
+        self._rules = RulesCache(self._lease_ms)
+        self._pacing = {
+            name: provider_rules(name, limits) for name, limits in self._providers.items()
+        }
         self._down_until = 0.0
         self._held: dict[str, set[str]] = {}
         self._renewer: asyncio.Task[None] | None = None
@@ -100,22 +104,24 @@ class StoreLimiter:
             return _OPEN
         prompt, output = estimate_tokens(call.request, self._settings.default_max_tokens)
         tokens = prompt + output
-        ticket = Reservation(call_rules(call, tokens, self._lease_ms) if limited else [], tokens)
+        ticket = Reservation(self._rules.rules(call) if limited else (), tokens)
         if not ticket.rules:
             return ticket
-        verdict = await self._store(fail_mode(call), self._backend.admit(ticket.id, ticket.rules))
+        verdict = await self._store(
+            fail_mode(call), self._backend.admit(ticket.id, ticket.rules, tokens)
+        )
         if verdict is None:
             ticket.reserved = False
             return ticket
         if verdict.refused is not None:
-            raise self._refusal(verdict)
+            raise self._refusal(verdict, tokens)
         ticket.headers = _headers(ticket.rules, verdict)
         for rule in ticket.rules:
             if rule.kind == "lease":
                 self._hold(rule.key, ticket.id)
         return ticket
 
-    def _refusal(self, verdict: Verdict) -> GatewayError:
+    def _refusal(self, verdict: Verdict, tokens: int) -> GatewayError:
         rule = verdict.refused
         assert rule is not None
         self._counters.inc("railgate_limits_rejected_total", rule.unit)
@@ -123,14 +129,14 @@ class StoreLimiter:
         if rule.kind == "budget":
             left_s = max(1, math.ceil((rule.window_ms - BUDGET_GRACE_MS) / 1000))
             return QuotaExceeded(
-                f"Spending limit reached: the {rule.name} of USD {rule.limit / 1e6:.2f} is"
+                f"Spending limit reached: the {rule.name} of USD {rule.limit / 1e6:.6g} is"
                 " used up until the period renews (UTC).",
                 headers={"retry-after": str(left_s), "x-should-retry": "false"},
             )
         if verdict.retry_ms < 0:
             return RateLimited(
                 f"Request too large for the {rule.name} limit of {rule.limit}: it reserves"
-                f" {rule.amount} tokens (prompt estimate + max_tokens). Lower max_tokens.",
+                f" {tokens} tokens (prompt estimate + max_tokens). Lower max_tokens.",
                 headers={"x-should-retry": "false"},
             )
         retry_s = max(1, math.ceil(verdict.retry_ms / 1000))
@@ -158,10 +164,11 @@ class StoreLimiter:
         limits = self._providers.get(provider)
         if limits is None or not isinstance(ticket, Reservation):
             return
-        rules, block = provider_rules(provider, limits, ticket.tokens)
+        rules, block = self._pacing[provider]
         member = f"{ticket.id}:{call.caller.tenant.id}"
         verdict = await self._store(
-            fail_mode(call), self._backend.pace(member, rules, block, limits.max_queue_wait_ms)
+            fail_mode(call),
+            self._backend.pace(member, rules, block, limits.max_queue_wait_ms, ticket.tokens),
         )
         if verdict is None:
             return
@@ -212,7 +219,7 @@ class StoreLimiter:
         if not block_ms and now < self._next_tighten.get(provider, 0.0):
             return
         self._next_tighten[provider] = now + 0.1
-        rules, block = provider_rules(provider, limits, 0)
+        rules, block = self._pacing[provider]
         reported = [(r, (requests if r.unit == "requests" else tokens)) for r in rules]
         pairs = [(r, -1 if left is None else left) for r, left in reported]
         self._spawn(self._quietly(self._backend.tighten(pairs, block, block_ms)))
@@ -235,14 +242,15 @@ class StoreLimiter:
                     items.append((rule, spend))
             elif not ticket.reserved:
                 continue
-            elif rule.kind == "lease" or (rule.unit == "tokens" and tokens != rule.amount):
+            elif rule.kind == "lease" or (rule.amount == TOKENS and tokens != ticket.tokens):
                 items.append((rule, tokens))
         if items:
-            await self._quietly(self._backend.settle(ticket.id, items))
-        booked = [(r, tokens) for r in ticket.booked if r.unit == "tokens" and tokens != r.amount]
-        if booked:
-            member = f"{ticket.id}:{call.caller.tenant.id}"
-            await self._quietly(self._backend.settle(member, booked))
+            await self._quietly(self._backend.settle(ticket.id, items, ticket.tokens))
+        if tokens != ticket.tokens:
+            booked = [(r, tokens) for r in ticket.booked if r.amount == TOKENS]
+            if booked:
+                member = f"{ticket.id}:{call.caller.tenant.id}"
+                await self._quietly(self._backend.settle(member, booked, ticket.tokens))
 
     # -- leases ------------------------------------------------------------------
 
@@ -276,8 +284,7 @@ class StoreLimiter:
         """Run one store call; on failure apply `mode` (None = admitted open)."""
         if time.monotonic() >= self._down_until:
             try:
-                async with asyncio.timeout(self._timeout):
-                    return await work
+                return await work  # the backend enforces `limiter.timeout_ms`
             except (RedisError, OSError, TimeoutError) as exc:
                 self._failed(exc)
         else:
@@ -294,8 +301,7 @@ class StoreLimiter:
     async def _quietly(self, work: Awaitable[Any]) -> None:
         """Store work after the answer: failures are counted, never raised."""
         try:
-            async with asyncio.timeout(self._timeout * 4):
-                await work
+            await work
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(exc)
 
@@ -318,7 +324,7 @@ def _used_tokens(call: Call, reserved: int) -> int:
     return reserved
 
 
-def _headers(rules: list[Rule], verdict: Verdict) -> dict[str, str]:
+def _headers(rules: Sequence[Rule], verdict: Verdict) -> dict[str, str]:
     """OpenAI's `x-ratelimit-*` trio for requests and for tokens: the tightest window."""
     out: dict[str, str] = {}
     for unit in ("requests", "tokens"):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.limits.backend import Settlement
-from gateway.limits.rules import PaceVerdict, Rule, Verdict
+from gateway.limits.rules import TOKENS, PaceVerdict, Rule, Verdict
 
 __all__ = ["MemoryLimits"]
 
@@ -68,6 +68,8 @@ class _Window:
 class MemoryLimits:
     def __init__(self, clock: Callable[[], int] = _monotonic_ms) -> None:
         self._clock = clock
+        self.deadline_s = 0.0
+        """Unused: nothing here waits."""
         self._windows: dict[str, _Window] = {}
         self._leases: dict[str, dict[str, int]] = {}
         self._budgets: dict[str, tuple[int, int]] = {}
@@ -90,14 +92,14 @@ class MemoryLimits:
         spent, expiry = self._budgets.get(key, (0, 0))
         return spent if expiry > now else 0
 
-    async def admit(self, ticket: str, rules: Sequence[Rule]) -> Verdict:
+    async def admit(self, ticket: str, rules: Sequence[Rule], tokens: int = 0) -> Verdict:
         now = self._clock()
         used: list[int] = []
         for rule in rules:
             if rule.kind == "window":
                 window = self._window(rule.key)
                 window.trim(now, rule.window_ms)
-                at = window.fits_at(now, rule.limit, rule.window_ms, rule.amount)
+                at = window.fits_at(now, rule.limit, rule.window_ms, _amount(rule, tokens))
                 if at != now:
                     return Verdict(
                         refused=rule, retry_ms=-1 if at < 0 else at - now, used=(window.used,)
@@ -122,8 +124,9 @@ class MemoryLimits:
         for rule, before in zip(rules, used, strict=True):
             if rule.kind == "window":
                 window = self._window(rule.key)
-                window.add(now, f"{rule.amount}:{ticket}", rule.amount)
-                after.append(before + rule.amount)
+                amount = _amount(rule, tokens)
+                window.add(now, f"{amount}:{ticket}", amount)
+                after.append(before + amount)
                 resets.append(window.reset(now, rule.window_ms))
             elif rule.kind == "lease":
                 self._leases[rule.key][ticket] = now + rule.window_ms
@@ -134,13 +137,14 @@ class MemoryLimits:
                 resets.append(rule.window_ms)
         return Verdict(refused=None, retry_ms=0, used=tuple(after), reset_ms=tuple(resets))
 
-    async def settle(self, ticket: str, items: Sequence[Settlement]) -> None:
+    async def settle(self, ticket: str, items: Sequence[Settlement], tokens: int = 0) -> None:
         now = self._clock()
         for rule, actual in items:
             if rule.kind == "window":
                 window = self._windows.get(rule.key)
-                old = f"{rule.amount}:{ticket}"
-                if window is None or actual == rule.amount:
+                reserved = _amount(rule, tokens)
+                old = f"{reserved}:{ticket}"
+                if window is None or actual == reserved:
                     continue
                 for i, (at, member, units) in enumerate(window.entries):
                     if member == old:
@@ -163,14 +167,15 @@ class MemoryLimits:
                 held[ticket] = now + ttl_ms
 
     async def pace(
-        self, member: str, rules: Sequence[Rule], block_key: str, max_wait_ms: int
+        self, member: str, rules: Sequence[Rule], block_key: str, max_wait_ms: int, tokens: int = 0
     ) -> PaceVerdict:
         now = self._clock()
         at = max(now, self._blocks.get(block_key, 0))
         windows = [self._window(rule.key) for rule in rules]
-        for rule, window in zip(rules, windows, strict=True):
+        amounts = [_amount(rule, tokens) for rule in rules]
+        for rule, window, amount in zip(rules, windows, amounts, strict=True):
             window.trim(now, rule.window_ms)
-            fits = window.fits_at(now, rule.limit, rule.window_ms, rule.amount)
+            fits = window.fits_at(now, rule.limit, rule.window_ms, amount)
             if fits < 0:
                 return PaceVerdict(wait_ms=0, refused="never")
             at = max(at, fits)
@@ -188,10 +193,10 @@ class MemoryLimits:
                     others.add(owner)
             first = rules[0]
             share = first.limit * max_wait_ms // first.window_ms // (len(others) + 2)
-            if mine > 0 and mine + first.amount > share:
+            if mine > 0 and mine + amounts[0] > share:
                 return PaceVerdict(wait_ms=wait, refused="share")
-        for rule, window in zip(rules, windows, strict=True):
-            window.add(at, f"{rule.amount}:{member}", rule.amount)
+        for window, amount in zip(windows, amounts, strict=True):
+            window.add(at, f"{amount}:{member}", amount)
         return PaceVerdict(wait_ms=wait)
 
     async def tighten(
@@ -209,3 +214,7 @@ class MemoryLimits:
                 window.add(now, f"{gap}:~{os.urandom(6).hex()}", gap)
         if block_ms > 0:
             self._blocks[block_key] = max(self._blocks.get(block_key, 0), now + block_ms)
+
+
+def _amount(rule: Rule, tokens: int) -> int:
+    return tokens if rule.amount == TOKENS else rule.amount

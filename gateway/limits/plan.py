@@ -14,15 +14,26 @@ from __future__ import annotations
 import calendar
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from gateway.call import Call
-from gateway.limits.rules import Rule, RuleKind, Unit
+from gateway.limits.rules import TOKENS, Rule, RuleKind, Unit
 from gateway.limits.spec import Limits, ModelLimits, ProviderLimits
 
-__all__ = ["BUDGET_GRACE_MS", "call_rules", "fail_mode", "has_limits", "provider_rules"]
+__all__ = [
+    "BUDGET_GRACE_MS",
+    "RulesCache",
+    "call_rules",
+    "fail_mode",
+    "has_limits",
+    "provider_rules",
+]
 
 MINUTE_MS = 60_000
 SECOND_MS = 1_000
+RULES_TTL_S = 1.0
+"""A cached rule list is rebuilt after this long (budgets' time left stays within 1 s)."""
+MAX_CACHED_LISTS = 4096
 BUDGET_GRACE_MS = 3_600_000
 """Budget counters outlive their period by an hour, for late settlements and reports."""
 
@@ -68,11 +79,10 @@ _COUNTED: tuple[tuple[str, RuleKind, int, Unit, str], ...] = (
 
 
 def _scope_rules(
-    base: str, label: str, limits: Limits | ModelLimits, tokens: int, lease_ms: int, now: float
+    base: str, label: str, limits: Limits | ModelLimits, lease_ms: int, now: float
 ) -> Iterator[Rule]:
-    if (
-        isinstance(limits, Limits)
-        and (limits.budget_usd_day or limits.budget_usd_month) is not None
+    if isinstance(limits, Limits) and (
+        limits.budget_usd_day is not None or limits.budget_usd_month is not None
     ):
         day, day_left, month, month_left = _periods(now)
         for usd, period, left, name in (
@@ -86,7 +96,7 @@ def _scope_rules(
     for field, kind, window, unit, name in _COUNTED:
         count = getattr(limits, field, None)
         if count is not None:
-            amount = tokens if unit == "tokens" else 1
+            amount = TOKENS if unit == "tokens" else 1
             yield Rule(
                 f"{base}:{field[:4]}",
                 kind,
@@ -98,26 +108,55 @@ def _scope_rules(
             )
 
 
-def call_rules(call: Call, tokens: int, lease_ms: int) -> list[Rule]:
-    """Every rule for `call`; `tokens` is what the call reserves against token windows."""
+def call_rules(call: Call, lease_ms: int) -> tuple[tuple[Rule, ...], float]:
+    """Every rule for `call`, and for how many seconds the list stays exact (a budget's
+    key and its time left change with the clock; everything else only with the config)."""
     tenant, key, model = call.caller.tenant, call.caller.key, call.route.model.name
     root = f"{{{tenant.id}}}:rl"
     now = time.time()
     rules: list[Rule] = []
     if tenant.limits is not None:
-        rules += _scope_rules(f"{root}:t", "", tenant.limits, tokens, lease_ms, now)
+        rules += _scope_rules(f"{root}:t", "", tenant.limits, lease_ms, now)
     if key.limits is not None:
-        rules += _scope_rules(f"{root}:k:{key.id}", " (key)", key.limits, tokens, lease_ms, now)
+        rules += _scope_rules(f"{root}:k:{key.id}", " (key)", key.limits, lease_ms, now)
     if tenant.model_limits and model in tenant.model_limits:
         rules += _scope_rules(
-            f"{root}:m:{model}", f" ({model})", tenant.model_limits[model], tokens, lease_ms, now
+            f"{root}:m:{model}", f" ({model})", tenant.model_limits[model], lease_ms, now
         )
     # Budgets first: an exhausted budget is the reason a client must hear about.
     rules.sort(key=lambda r: r.kind != "budget")
-    return rules
+    budgets = [r.window_ms - BUDGET_GRACE_MS for r in rules if r.kind == "budget"]
+    valid_s = min([RULES_TTL_S * 1000, *budgets]) / 1000
+    return tuple(rules), valid_s
 
 
-def provider_rules(name: str, limits: ProviderLimits, tokens: int) -> tuple[list[Rule], str]:
+class RulesCache:
+    """`call_rules` per (tenant, key, model, their limits), reused while exact.
+
+    Building the list costs more than checking it; and one list object per tenant, key
+    and model lets a store backend encode it once (`RedisLimits`). Lists of limits that
+    changed (store-edited tenants, later the admin API) miss by value and are rebuilt."""
+
+    def __init__(self, lease_ms: int) -> None:
+        self._lease_ms = lease_ms
+        self._lists: dict[tuple[Any, ...], tuple[float, tuple[Rule, ...]]] = {}
+
+    def rules(self, call: Call) -> tuple[Rule, ...]:
+        tenant, key, model = call.caller.tenant, call.caller.key, call.route.model.name
+        per_model = tenant.model_limits.get(model) if tenant.model_limits else None
+        index = (tenant.id, key.id, model, tenant.limits, key.limits, per_model)
+        now = time.monotonic()
+        found = self._lists.get(index)
+        if found is not None and found[0] > now:
+            return found[1]
+        rules, valid_s = call_rules(call, self._lease_ms)
+        if len(self._lists) >= MAX_CACHED_LISTS:
+            self._lists.clear()
+        self._lists[index] = (now + valid_s, rules)
+        return rules
+
+
+def provider_rules(name: str, limits: ProviderLimits) -> tuple[tuple[Rule, ...], str]:
     """(window rules, block key) of one provider's pacing."""
     root = f"{{provider:{name}}}:pace"
     rules = []
@@ -140,9 +179,9 @@ def provider_rules(name: str, limits: ProviderLimits, tokens: int) -> tuple[list
                 "window",
                 limits.tpm,
                 MINUTE_MS,
-                tokens,
+                TOKENS,
                 "tokens",
                 f"provider {name} tokens per minute",
             )
         )
-    return rules, f"{root}:block"
+    return tuple(rules), f"{root}:block"

@@ -4,6 +4,11 @@ Every script touches the keys of one hash tag (`{tenant}` or `{provider:<name>}`
 each call is atomic across replicas and lands on one Redis Cluster slot. Calls made
 at the same moment by concurrent requests share one round trip (`batch.py`).
 Time comes from the Redis server (`TIME`), never from the replicas' clocks.
+
+A rule list is encoded once (its keys and one `spec` string) and reused for every
+request that has the same list; per request only the ticket and the token count go
+over the wire. An admission or booking that Redis carries out after its caller gave up
+(deadline passed, client gone) is undone as soon as its late answer arrives.
 """
 
 from __future__ import annotations
@@ -15,15 +20,18 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.limits.backend import Settlement
 from gateway.limits.batch import AutoPipeline
-from gateway.limits.rules import PaceVerdict, Rule, Verdict
+from gateway.limits.rules import TOKENS, PaceVerdict, Rule, Verdict
 
 __all__ = ["RedisLimits"]
 
 _KIND = {"window": "w", "lease": "l", "budget": "b"}
 _PACE_REFUSALS = {1: "wait", 2: "never", 3: "share"}
+_MAX_ENCODED = 2048
+"""Encoded rule lists kept; the limiter renews its lists every second, so this is ample."""
 
 
 def _script(name: str) -> str:
@@ -40,45 +48,82 @@ class RedisLimits:
         self._renew = client.register_script(_script("renew.lua"))
         self._pace = client.register_script(_script("pace.lua"))
         self._tighten = client.register_script(_script("tighten.lua"))
+        self._encoded: dict[int, tuple[Sequence[Rule], list[str], str]] = {}
+
+    @property
+    def deadline_s(self) -> float:
+        return self._batch.deadline_s
+
+    @deadline_s.setter
+    def deadline_s(self, value: float) -> None:
+        self._batch.deadline_s = value
 
     def _keys(self, rule: Rule) -> list[str]:
         key = self._prefix + rule.key
         return [key, key + ":n"] if rule.kind == "window" else [key]
 
-    async def admit(self, ticket: str, rules: Sequence[Rule]) -> Verdict:
-        keys: list[str] = []
-        args: list[Any] = [ticket]
-        for rule in rules:
-            keys += self._keys(rule)
-            args += (_KIND[rule.kind], rule.limit, rule.window_ms, rule.amount)
-        out = [int(x) for x in await self._batch.call(self._admit, keys, args)]
+    def _encode(self, rules: Sequence[Rule], pace: bool) -> tuple[list[str], str]:
+        """(keys, spec) of a rule list; tuples (immutable) are cached by identity, the
+        entry pinning the tuple so its id cannot be reused."""
+        found = self._encoded.get(id(rules))
+        if found is not None and found[0] is rules:
+            return found[1], found[2]
+        keys = [k for rule in rules for k in self._keys(rule)]
+        if pace:
+            spec = " ".join(f"{r.limit} {r.window_ms} {r.amount}" for r in rules)
+        else:
+            spec = " ".join(f"{_KIND[r.kind]} {r.limit} {r.window_ms} {r.amount}" for r in rules)
+        if isinstance(rules, tuple):
+            if len(self._encoded) >= _MAX_ENCODED:
+                self._encoded.clear()
+            self._encoded[id(rules)] = (rules, keys, spec)
+        return keys, spec
+
+    async def admit(self, ticket: str, rules: Sequence[Rule], tokens: int = 0) -> Verdict:
+        keys, spec = self._encode(rules, pace=False)
+
+        def undo(out: Any) -> None:
+            if int(out[0]) == 0:
+                released = [(r, 0) for r in rules if r.kind != "budget"]
+                self._batch.send(self._settle, *self._settle_args(ticket, released, tokens))
+
+        out = await self._call(self._admit, keys, [ticket, tokens, spec], undo)
+        out = [int(x) for x in out]
         if out[0]:
             return Verdict(refused=rules[out[0] - 1], retry_ms=out[1], used=(out[2],))
         return Verdict(refused=None, retry_ms=0, used=tuple(out[2::2]), reset_ms=tuple(out[3::2]))
 
-    async def settle(self, ticket: str, items: Sequence[Settlement]) -> None:
+    def _settle_args(
+        self, ticket: str, items: Sequence[Settlement], tokens: int
+    ) -> tuple[list[str], list[Any]]:
         keys: list[str] = []
         args: list[Any] = [ticket]
         for rule, actual in items:
             keys += self._keys(rule)
-            args += (_KIND[rule.kind], rule.amount, actual, max(rule.window_ms, 1))
-        await self._batch.call(self._settle, keys, args)
+            reserved = tokens if rule.amount == TOKENS else rule.amount
+            args += (_KIND[rule.kind], reserved, actual, max(rule.window_ms, 1))
+        return keys, args
+
+    async def settle(self, ticket: str, items: Sequence[Settlement], tokens: int = 0) -> None:
+        await self._call(self._settle, *self._settle_args(ticket, items, tokens))
 
     async def renew(self, key: str, tickets: Sequence[str], ttl_ms: int) -> None:
-        await self._batch.call(self._renew, [self._prefix + key], [ttl_ms, *tickets])
+        await self._call(self._renew, [self._prefix + key], [ttl_ms, *tickets])
 
     async def pace(
-        self, member: str, rules: Sequence[Rule], block_key: str, max_wait_ms: int
+        self, member: str, rules: Sequence[Rule], block_key: str, max_wait_ms: int, tokens: int = 0
     ) -> PaceVerdict:
-        keys: list[str] = []
-        args: list[Any] = [member, max_wait_ms]
-        for rule in rules:
-            keys += self._keys(rule)
-            args += (rule.limit, rule.window_ms, rule.amount)
-        status, wait = (
-            int(x)
-            for x in await self._batch.call(self._pace, [*keys, self._prefix + block_key], args)
+        keys, spec = self._encode(rules, pace=True)
+
+        def undo(out: Any) -> None:
+            if int(out[0]) == 0:
+                released = [(r, 0) for r in rules]
+                self._batch.send(self._settle, *self._settle_args(member, released, tokens))
+
+        out = await self._call(
+            self._pace, [*keys, self._prefix + block_key], [member, max_wait_ms, tokens, spec], undo
         )
+        status, wait = (int(x) for x in out)
         return PaceVerdict(wait_ms=wait, refused=_PACE_REFUSALS.get(status))  # type: ignore[arg-type]
 
     async def tighten(
@@ -89,4 +134,10 @@ class RedisLimits:
         for rule, remaining in rules:
             keys += self._keys(rule)
             args += (rule.limit, rule.window_ms, remaining)
-        await self._batch.call(self._tighten, [*keys, self._prefix + block_key], args)
+        await self._call(self._tighten, [*keys, self._prefix + block_key], args)
+
+    async def _call(self, script: Any, keys: list[str], args: list[Any], late: Any = None) -> Any:
+        try:
+            return await self._batch.call(script, keys, args, late)
+        except RedisClusterException as exc:  # outside redis-py's RedisError family
+            raise RedisError(f"cluster: {type(exc).__name__}") from exc

@@ -17,7 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["PaceVerdict", "Rule", "RuleKind", "Unit", "Verdict"]
+__all__ = ["TOKENS", "PaceVerdict", "Rule", "RuleKind", "Unit", "Verdict"]
+
+TOKENS = -1
+"""The `amount` of a token window: the request's own token estimate, given with each
+call (`tokens=`), so one rule list serves every request of a tenant, key and model."""
 
 RuleKind = Literal["window", "lease", "budget"]
 Unit = Literal["requests", "tokens", "concurrency", "usd"]
@@ -31,7 +35,7 @@ class Rule:
     limit: int
     window_ms: int
     amount: int
-    """Units reserved by this request: 1 request, N estimated tokens; 0 for budgets."""
+    """Units reserved per request: 1 request, `TOKENS` (the request's estimate); 0 for budgets."""
     unit: Unit
     name: str
     """What a client reads in an error, e.g. `tokens per minute (key)`."""

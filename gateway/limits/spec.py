@@ -15,8 +15,8 @@ import msgspec
 __all__ = ["FailMode", "LimiterSettings", "Limits", "ModelLimits", "ProviderLimits"]
 
 FailMode = Literal["open", "closed"]
-Count = Annotated[int, msgspec.Meta(ge=1)]
-Usd = Annotated[float, msgspec.Meta(ge=0)]
+Count = Annotated[int, msgspec.Meta(ge=1, le=10**12)]
+Usd = Annotated[float, msgspec.Meta(ge=0, le=10**9)]
 
 
 class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):

@@ -71,6 +71,8 @@ def estimate_tokens(request: ClientRequest, default_max_tokens: int) -> tuple[in
     typed = request.typed
     if not isinstance(typed, ChatCompletionRequest | CompletionRequest):
         return _prompt_tokens(request), 0
-    cap = getattr(typed, "max_completion_tokens", None) or typed.max_tokens
+    cap = getattr(typed, "max_completion_tokens", None)
+    if cap is None:
+        cap = typed.max_tokens
     output = max(0, cap if cap is not None else default_max_tokens) * max(1, typed.n or 1)
     return _prompt_tokens(request), output

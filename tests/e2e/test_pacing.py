@@ -563,7 +563,7 @@ async def test_a_flooding_tenant_leaves_queue_slots_for_a_later_one(backend):
     tenant at most capacity / (other waiting tenants + 2). A fills the window, then
     floods: 10 queued (20 / 2), then refused for its share. B arrives afterwards and
     still gets queued slots (20 / 3 = 6 of them) while A stays refused."""
-    rules, block = provider_rules("fair", ProviderLimits(rpm=10), 0)
+    rules, block = provider_rules("fair", ProviderLimits(rpm=10))
     max_wait = 120_000
 
     async def pace(tenant: str) -> tuple[str | None, int]:

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisClusterException
 
 from gateway.keys import hash_key, new_key
 from gateway.limits.rules import Rule
@@ -188,12 +187,6 @@ async def test_unreachable_cluster_ping_is_false():
         await store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RedisClusterException,
-    reason="redis-py raises RedisClusterUnreachableError outside the RedisError tree and"
-    " neither RedisLimits nor StoreLimiter._store maps it, so fail modes do not apply",
-)
 async def test_unreachable_cluster_fails_limits_with_a_redis_error():
     store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0?cluster=true")
     rule = Rule("{acme}:rl:t:rpm", "window", 1, 1_000, 1, "requests", "rpm")

@@ -23,7 +23,7 @@ from gateway.limits.plan import (
     has_limits,
     provider_rules,
 )
-from gateway.limits.rules import Rule, Verdict
+from gateway.limits.rules import TOKENS, Rule, Verdict
 from gateway.limits.spec import Limits, ModelLimits, ProviderLimits
 from gateway.limits.tokens import estimate_tokens
 from gateway.providers.base import Endpoint
@@ -97,7 +97,9 @@ def test_call_rules_for_every_scope(frozen):
         {"gpt-x": ModelLimits(rpm=10, tpm=500), "other": ModelLimits(rpm=1)},
     )
     left = 750 + BUDGET_GRACE_MS
-    assert call_rules(call, tokens=321, lease_ms=30_000) == [
+    rules, valid_s = call_rules(call, lease_ms=30_000)
+    assert valid_s == 0.75  # the day ends in 750 ms: the list is rebuilt then
+    assert list(rules) == [
         # budgets first, in scope order
         Rule("{acme}:rl:t:usd:d:20240229", "budget", 1_500_000, left, 0, "usd", "daily budget"),
         Rule("{acme}:rl:t:usd:m:202402", "budget", 20_000_000, left, 0, "usd", "monthly budget"),
@@ -111,7 +113,7 @@ def test_call_rules_for_every_scope(frozen):
             "daily budget (key)",
         ),
         Rule("{acme}:rl:t:rpm", "window", 60, 60_000, 1, "requests", "requests per minute"),
-        Rule("{acme}:rl:t:tpm", "window", 1000, 60_000, 321, "tokens", "tokens per minute"),
+        Rule("{acme}:rl:t:tpm", "window", 1000, 60_000, TOKENS, "tokens", "tokens per minute"),
         Rule("{acme}:rl:t:conc", "lease", 2, 30_000, 1, "concurrency", "concurrent requests"),
         Rule(
             "{acme}:rl:k:key_1:rps", "window", 5, 1_000, 1, "requests", "requests per second (key)"
@@ -130,7 +132,7 @@ def test_call_rules_for_every_scope(frozen):
             "window",
             500,
             60_000,
-            321,
+            TOKENS,
             "tokens",
             "tokens per minute (gpt-x)",
         ),
@@ -144,7 +146,7 @@ def test_every_key_carries_the_tenant_hash_tag(frozen):
         Limits(rps=1, rpm=1, tpm=1, concurrency=1, budget_usd_day=1, budget_usd_month=1),
         {"gpt-x": ModelLimits(rpm=1, tpm=1)},
     )
-    rules = call_rules(call, tokens=1, lease_ms=1000)
+    rules = call_rules(call, lease_ms=1000)[0]
     assert len(rules) == 14
     assert all(r.key.startswith("{acme}:rl:") for r in rules)
     assert len({r.key for r in rules}) == 14
@@ -155,28 +157,23 @@ def test_every_key_carries_the_tenant_hash_tag(frozen):
 def test_only_the_calls_model_limits_apply(frozen):
     frozen(utc(2024, 6, 1))
     call = make_call(model_limits={"other": ModelLimits(rpm=1)})
-    assert call_rules(call, tokens=10, lease_ms=1000) == []
+    assert call_rules(call, lease_ms=1000)[0] == ()
 
 
 def test_budget_amounts_round_to_micro_usd(frozen):
     frozen(utc(2024, 6, 1))
-    rules = call_rules(make_call(Limits(budget_usd_month=0.1234567)), tokens=1, lease_ms=1000)
+    rules = call_rules(make_call(Limits(budget_usd_month=0.1234567)), lease_ms=1000)[0]
     assert [(r.limit, r.amount, r.unit) for r in rules] == [(123_457, 0, "usd")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plan._scope_rules tests `(day or month) is not None`: a 0 USD daily budget"
-    " alone (0.0 is falsy) yields no rule, so the tenant is not limited at all",
-)
 def test_a_zero_daily_budget_refuses_all_spend(frozen):
     frozen(utc(2024, 6, 1))
-    rules = call_rules(make_call(Limits(budget_usd_day=0)), tokens=1, lease_ms=1000)
+    rules = call_rules(make_call(Limits(budget_usd_day=0)), lease_ms=1000)[0]
     assert [(r.kind, r.limit) for r in rules] == [("budget", 0)]
 
 
 def test_a_zero_monthly_budget_is_a_rule():
-    rules = call_rules(make_call(Limits(budget_usd_month=0)), tokens=1, lease_ms=1000)
+    rules = call_rules(make_call(Limits(budget_usd_month=0)), lease_ms=1000)[0]
     assert [(r.kind, r.limit) for r in rules] == [("budget", 0)]
 
 
@@ -200,17 +197,14 @@ def test_periods(now, expected):
 
 def test_budget_windows_follow_the_period_end(frozen):
     frozen(utc(2024, 1, 31, 18))
-    rules = call_rules(
-        make_call(Limits(budget_usd_day=1, budget_usd_month=10)), tokens=1, lease_ms=1000
-    )
+    rules, valid_s = call_rules(make_call(Limits(budget_usd_day=1, budget_usd_month=10)), 1000)
+    assert valid_s == 1.0
     day, month = rules
     assert day.key.endswith(":usd:d:20240131")
     assert month.key.endswith(":usd:m:202401")
     assert day.window_ms == month.window_ms == 6 * 3_600_000 + BUDGET_GRACE_MS
     frozen(utc(2024, 2, 1))
-    day, month = call_rules(
-        make_call(Limits(budget_usd_day=1, budget_usd_month=10)), tokens=1, lease_ms=1000
-    )
+    day, month = call_rules(make_call(Limits(budget_usd_day=1, budget_usd_month=10)), 1000)[0]
     assert day.key.endswith(":usd:d:20240201")
     assert month.key.endswith(":usd:m:202402")
     assert day.window_ms == 86_400_000 + BUDGET_GRACE_MS
@@ -221,9 +215,9 @@ def test_budget_windows_follow_the_period_end(frozen):
 
 
 def test_provider_rules():
-    rules, block = provider_rules("up", ProviderLimits(rpm=100, tpm=5000), tokens=42)
+    rules, block = provider_rules("up", ProviderLimits(rpm=100, tpm=5000))
     assert block == "{provider:up}:pace:block"
-    assert rules == [
+    assert list(rules) == [
         Rule(
             "{provider:up}:pace:rpm",
             "window",
@@ -238,14 +232,14 @@ def test_provider_rules():
             "window",
             5000,
             60_000,
-            42,
+            TOKENS,
             "tokens",
             "provider up tokens per minute",
         ),
     ]
-    only_tpm, _ = provider_rules("up", ProviderLimits(tpm=10), tokens=3)
-    assert [(r.key, r.amount) for r in only_tpm] == [("{provider:up}:pace:tpm", 3)]
-    assert provider_rules("up", ProviderLimits(), tokens=3) == ([], "{provider:up}:pace:block")
+    only_tpm, _ = provider_rules("up", ProviderLimits(tpm=10))
+    assert [(r.key, r.amount) for r in only_tpm] == [("{provider:up}:pace:tpm", TOKENS)]
+    assert provider_rules("up", ProviderLimits()) == ((), "{provider:up}:pace:block")
 
 
 # -- token estimate --------------------------------------------------------------------

@@ -1,18 +1,18 @@
 -- Admission: check every rule of one request, then reserve all of them, or none.
 -- KEYS: per rule, window -> zset, sum; lease -> zset; budget -> counter.
--- ARGV: ticket, then per rule: kind (w|l|b), limit, window_ms, amount.
+-- ARGV: ticket, tokens, spec: per rule "kind limit window_ms amount" (kind w|l|b),
+--       all space-separated; an amount of -1 means `tokens`.
 -- Returns {refused rule (1-based, 0 = admitted), retry_ms (-1 = never fits), then
 --          per rule: used, reset_ms} when admitted, or the refused rule's used.
-local ticket = ARGV[1]
+local ticket, tokens = ARGV[1], tonumber(ARGV[2])
 local rules = {}
-local k, a = 1, 2
-while a <= #ARGV do
+local k = 1
+for kind, limit, window, amount in string.gmatch(ARGV[3], '(%a) (%d+) (%d+) (%-?%d+)') do
   local r = {
-    kind = ARGV[a], limit = tonumber(ARGV[a + 1]), window = tonumber(ARGV[a + 2]),
-    amount = tonumber(ARGV[a + 3]), key = KEYS[k],
+    kind = kind, limit = tonumber(limit), window = tonumber(window),
+    amount = amount == '-1' and tokens or tonumber(amount), key = KEYS[k],
   }
-  a = a + 4
-  if r.kind == 'w' then
+  if kind == 'w' then
     r.sum = KEYS[k + 1]
     k = k + 2
   else

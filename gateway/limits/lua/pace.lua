@@ -3,20 +3,22 @@
 -- Booked entries may lie in the future; a tenant may hold at most a fair share of
 -- the queued (future) entries of the first window: capacity / (other tenants + 2).
 -- KEYS: per rule zset, sum; then the provider's block key (set from its retry-after).
--- ARGV: member ("<ticket>:<tenant>"), max_wait_ms, then per rule: limit, window_ms, amount.
+-- ARGV: member ("<ticket>:<tenant>"), max_wait_ms, tokens, spec: per rule
+--       "limit window_ms amount", space-separated; an amount of -1 means `tokens`.
 -- Returns {status, ms}: {0, wait} booked; {1, wait} wait too long; {2, 0} never fits;
 -- {3, wait} over the tenant's fair share of the queue.
 local member, max_wait = ARGV[1], tonumber(ARGV[2])
 local tenant = string.match(member, '^[^:]*:(.*)$')
 local block = KEYS[#KEYS]
+local tokens = tonumber(ARGV[3])
 local rules = {}
-local a = 3
-for i = 1, #KEYS - 1, 2 do
+local i = 1
+for limit, window, amount in string.gmatch(ARGV[4], '(%d+) (%d+) (%-?%d+)') do
   rules[#rules + 1] = {
-    key = KEYS[i], sum = KEYS[i + 1], limit = tonumber(ARGV[a]),
-    window = tonumber(ARGV[a + 1]), amount = tonumber(ARGV[a + 2]),
+    key = KEYS[i], sum = KEYS[i + 1], limit = tonumber(limit), window = tonumber(window),
+    amount = amount == '-1' and tokens or tonumber(amount),
   }
-  a = a + 3
+  i = i + 2
 end
 
 local at = math.max(now, tonumber(redis.call('GET', block) or '0'))
