@@ -44,7 +44,6 @@ UPSTREAM_KEY = "sk-bench-upstream-0000000000000000"
 APT_COMMAND = ["apt-get", "install", "-y", "--no-install-recommends", "wrk", "nginx"]
 GOAL_RATIO = 0.5
 GOAL_LIMITS_RATIO = 0.8  # limits on (Redis) / no limits, throughput
-REDIS_URL = "redis://127.0.0.1:6379/0"
 GOAL_ADDED_MS = 1.0  # PII guard: median latency added per ~1 KB prompt at c=1
 CHAT_PATH = "/v1/chat/completions"
 ANSWER = (
@@ -372,8 +371,29 @@ def start_nginx(procs: Processes, workdir: Path) -> tuple[subprocess.Popen[bytes
     return proc, base
 
 
+def start_redis(procs: Processes, workdir: Path) -> str:
+    """A redis-server of our own for `railgate-limits`, pinned with the load generator and
+    the upstream: like them it stands for another machine, so it does not take the
+    proxy's core. Nothing is persisted; it is stopped with everything else."""
+    port = free_port()
+    server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    cmd = ["taskset", "-c", LOAD_CORE, server, "--port", str(port), "--bind", "127.0.0.1"]
+    cmd += ["--save", "", "--appendonly", "no", "--dir", str(workdir)]
+    proc = procs.start("redis", cmd)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited:\n{procs.log_tail('redis')}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as s:
+            s.sendall(b"PING\r\n")
+            if s.recv(16).startswith(b"+PONG"):
+                return f"redis://127.0.0.1:{port}/0"
+        time.sleep(0.1)
+    raise RuntimeError("redis-server did not answer PING")
+
+
 def start_proxy(
-    procs: Processes, target: str, upstream: str, workdir: Path
+    procs: Processes, target: str, upstream: str, workdir: Path, redis_url: str = ""
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAILGATE_", "OTEL_"))}
@@ -383,9 +403,7 @@ def start_proxy(
         config = workdir / f"{target}.yaml"
         key_sha256 = hashlib.sha256(BENCH_KEY.encode()).hexdigest()
         policy = {"railgate-pii": PII_POLICY, "railgate-limits": LIMITS}.get(target, "")
-        store = "memory://"
-        if target == "railgate-limits":
-            store = f"{REDIS_URL}?prefix={redis_prefix()}"
+        store = redis_url if target == "railgate-limits" else "memory://"
         config.write_text(
             RAILGATE_CONFIG.format(
                 port=port, upstream=upstream, key_sha256=key_sha256, policy=policy, store=store
@@ -400,23 +418,6 @@ def start_proxy(
     wait_healthy(procs, target, proc, base)
     smoke_test(target, base, check_auth=True)
     return proc, base
-
-
-def redis_prefix() -> str:
-    return f"railgate-bench-{os.getpid()}"
-
-
-def clean_redis() -> None:
-    """Remove the limit counters the `railgate-limits` target left in Redis."""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        keys = subprocess.run(
-            ["redis-cli", "--scan", "--pattern", f"{redis_prefix()}:*"],
-            capture_output=True, text=True, timeout=30,
-        ).stdout.split()  # fmt: skip
-        for i in range(0, len(keys), 500):
-            subprocess.run(
-                ["redis-cli", "del", *keys[i : i + 500]], capture_output=True, timeout=30
-            )
 
 
 def railgate_command() -> str:
@@ -666,9 +667,10 @@ def main() -> int:
             nginx, upstream = start_nginx(procs, workdir)
             smoke_test("upstream", upstream, check_auth=False)
             endpoints: dict[str, tuple[int | None, str]] = {"upstream": (None, upstream)}
+            redis_url = start_redis(procs, workdir) if "railgate-limits" in args.targets else ""
             for target in args.targets:
                 if target != "upstream":
-                    proxy, base = start_proxy(procs, target, upstream, workdir)
+                    proxy, base = start_proxy(procs, target, upstream, workdir, redis_url)
                     endpoints[target] = (proxy.pid, base)
             for rnd in range(1, args.rounds + 1):
                 for connections in args.concurrency:
@@ -689,8 +691,6 @@ def main() -> int:
             return 130
         finally:
             procs.stop_all()
-            if "railgate-limits" in args.targets:
-                clean_redis()
     print(report(facts, results, args))
     if args.json:
         data = {

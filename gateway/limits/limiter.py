@@ -20,6 +20,7 @@ alone for `retry_after_failure_ms`, then tried again: it reconnects by itself.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import os
@@ -48,13 +49,18 @@ T = TypeVar("T")
 Spawn = Callable[[Coroutine[Any, Any, Any]], None]
 
 
+_PROCESS = os.urandom(6).hex()
+_SERIAL = itertools.count()
+
+
 class Reservation:
     """What one admitted call holds: its rules, its token estimate, its pacing booking."""
 
     __slots__ = ("booked", "headers", "id", "reserved", "rules", "tokens")
 
     def __init__(self, rules: tuple[Rule, ...], tokens: int) -> None:
-        self.id = os.urandom(8).hex()
+        self.id = f"{_PROCESS}{next(_SERIAL):x}"
+        """Unique across replicas (a random process part) without a syscall per request."""
         self.rules = rules
         self.tokens = tokens
         self.headers: dict[str, str] = {}
@@ -107,10 +113,14 @@ class StoreLimiter:
         ticket = Reservation(self._rules.rules(call) if limited else (), tokens)
         if not ticket.rules:
             return ticket
-        verdict = await self._store(
-            fail_mode(call), self._backend.admit(ticket.id, ticket.rules, tokens)
-        )
-        if verdict is None:
+        verdict: Verdict | None = None
+        if time.monotonic() >= self._down_until:
+            try:
+                verdict = await self._backend.admit(ticket.id, ticket.rules, tokens)
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._failed(exc)
+        if verdict is None:  # the store failed or is resting: the fail mode decides
+            self._unavailable(fail_mode(call))
             ticket.reserved = False
             return ticket
         if verdict.refused is not None:
@@ -289,6 +299,11 @@ class StoreLimiter:
                 self._failed(exc)
         else:
             work.close()
+        self._unavailable(mode)
+        return None
+
+    def _unavailable(self, mode: str) -> None:
+        """The store failed: 503 under `fail_mode: closed`, else admitted open (counted)."""
         if mode == "closed":
             self._counters.inc("railgate_limits_fail_closed_total")
             raise LimitsUnavailable(
@@ -296,7 +311,6 @@ class StoreLimiter:
                 headers={"retry-after": "1"},
             )
         self._counters.inc("railgate_limits_fail_open_total")
-        return None
 
     async def _quietly(self, work: Awaitable[Any]) -> None:
         """Store work after the answer: failures are counted, never raised."""
@@ -326,18 +340,18 @@ def _used_tokens(call: Call, reserved: int) -> int:
 
 def _headers(rules: Sequence[Rule], verdict: Verdict) -> dict[str, str]:
     """OpenAI's `x-ratelimit-*` trio for requests and for tokens: the tightest window."""
+    tightest: dict[str, tuple[int, int, int]] = {}  # unit -> (left, limit, reset ms)
+    for rule, used, reset in zip(rules, verdict.used, verdict.reset_ms, strict=True):
+        if rule.kind == "window":
+            left = max(0, rule.limit - used)
+            best = tightest.get(rule.unit)
+            if best is None or left < best[0]:
+                tightest[rule.unit] = (left, rule.limit, reset)
     out: dict[str, str] = {}
-    for unit in ("requests", "tokens"):
-        best: tuple[Rule, int, int] | None = None
-        for rule, used, reset in zip(rules, verdict.used, verdict.reset_ms, strict=True):
-            if rule.kind == "window" and rule.unit == unit:
-                left = max(0, rule.limit - used)
-                if best is None or left < best[1]:
-                    best = (rule, left, reset)
-        if best is not None:
-            out[f"x-ratelimit-limit-{unit}"] = str(best[0].limit)
-            out[f"x-ratelimit-remaining-{unit}"] = str(best[1])
-            out[f"x-ratelimit-reset-{unit}"] = _duration(best[2])
+    for unit, (left, limit, reset) in tightest.items():
+        out[f"x-ratelimit-limit-{unit}"] = str(limit)
+        out[f"x-ratelimit-remaining-{unit}"] = str(left)
+        out[f"x-ratelimit-reset-{unit}"] = _duration(reset)
     return out
 
 

@@ -20,10 +20,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.limits.backend import Settlement
 from gateway.limits.batch import AutoPipeline
+from gateway.limits.resp import RespClient
 from gateway.limits.rules import TOKENS, PaceVerdict, Rule, Verdict
 
 __all__ = ["RedisLimits"]
@@ -40,9 +40,11 @@ def _script(name: str) -> str:
 
 
 class RedisLimits:
-    def __init__(self, client: Redis | RedisCluster, prefix: str) -> None:
+    def __init__(
+        self, client: Redis | RedisCluster, prefix: str, fast: RespClient | None = None
+    ) -> None:
         self._prefix = prefix + ":"
-        self._batch = AutoPipeline(client)
+        self._batch = AutoPipeline(client, fast=fast)
         self._admit = client.register_script(_script("admit.lua"))
         self._settle = client.register_script(_script("settle.lua"))
         self._renew = client.register_script(_script("renew.lua"))
@@ -87,7 +89,7 @@ class RedisLimits:
                 released = [(r, 0) for r in rules if r.kind != "budget"]
                 self._batch.send(self._settle, *self._settle_args(ticket, released, tokens))
 
-        out = await self._call(self._admit, keys, [ticket, tokens, spec], undo)
+        out = await self._batch.call(self._admit, keys, [ticket, tokens, spec], undo)
         out = [int(x) for x in out]
         if out[0]:
             return Verdict(refused=rules[out[0] - 1], retry_ms=out[1], used=(out[2],))
@@ -105,10 +107,12 @@ class RedisLimits:
         return keys, args
 
     async def settle(self, ticket: str, items: Sequence[Settlement], tokens: int = 0) -> None:
-        await self._call(self._settle, *self._settle_args(ticket, items, tokens))
+        await self._batch.call(
+            self._settle, *self._settle_args(ticket, items, tokens), urgent=False
+        )
 
     async def renew(self, key: str, tickets: Sequence[str], ttl_ms: int) -> None:
-        await self._call(self._renew, [self._prefix + key], [ttl_ms, *tickets])
+        await self._batch.call(self._renew, [self._prefix + key], [ttl_ms, *tickets], urgent=False)
 
     async def pace(
         self, member: str, rules: Sequence[Rule], block_key: str, max_wait_ms: int, tokens: int = 0
@@ -120,7 +124,7 @@ class RedisLimits:
                 released = [(r, 0) for r in rules]
                 self._batch.send(self._settle, *self._settle_args(member, released, tokens))
 
-        out = await self._call(
+        out = await self._batch.call(
             self._pace, [*keys, self._prefix + block_key], [member, max_wait_ms, tokens, spec], undo
         )
         status, wait = (int(x) for x in out)
@@ -134,10 +138,4 @@ class RedisLimits:
         for rule, remaining in rules:
             keys += self._keys(rule)
             args += (rule.limit, rule.window_ms, remaining)
-        await self._call(self._tighten, [*keys, self._prefix + block_key], args)
-
-    async def _call(self, script: Any, keys: list[str], args: list[Any], late: Any = None) -> Any:
-        try:
-            return await self._batch.call(script, keys, args, late)
-        except RedisClusterException as exc:  # outside redis-py's RedisError family
-            raise RedisError(f"cluster: {type(exc).__name__}") from exc
+        await self._batch.call(self._tighten, [*keys, self._prefix + block_key], args, urgent=False)

@@ -26,6 +26,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.limits.redis import RedisLimits
+from gateway.limits.resp import RespClient
 from gateway.store.base import ApiKey, DuplicateKey, Tenant
 
 __all__ = ["RedisStore", "split_prefix", "split_url"]
@@ -58,7 +59,8 @@ class RedisStore:
     def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str = "rg") -> None:
         self._r = client
         self.prefix = prefix
-        self.limits = RedisLimits(client, prefix)
+        self._fast = _fast_client(client)
+        self.limits = RedisLimits(client, prefix, self._fast)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -85,6 +87,8 @@ class RedisStore:
             return False
 
     async def close(self) -> None:
+        if self._fast is not None:
+            self._fast.close()
         await self._r.aclose()
 
     async def put_tenant(self, tenant: Tenant) -> None:
@@ -126,3 +130,20 @@ class RedisStore:
             self._key(key.key_sha256), _enc.encode(msgspec.structs.replace(key, revoked_at=at))
         )
         return True
+
+
+def _fast_client(client: aioredis.Redis | RedisCluster) -> RespClient | None:
+    """The limiter's lean connection to the same server, for plain TCP `redis://` only."""
+    if not isinstance(client, aioredis.Redis):
+        return None
+    pool = client.connection_pool
+    if pool.connection_class is not aioredis.Connection:  # TLS, unix socket: redis-py
+        return None
+    kwargs = pool.connection_kwargs
+    return RespClient(
+        kwargs.get("host", "localhost"),
+        int(kwargs.get("port", 6379)),
+        int(kwargs.get("db", 0) or 0),
+        kwargs.get("username"),
+        kwargs.get("password"),
+    )
