@@ -143,6 +143,8 @@ class Proxy:
             )
         except GatewayError as exc:
             call.status, call.error = exc.status_code, exc.code
+            for name, value in ticket.headers.items():  # limited errors carry them too
+                exc.headers.setdefault(name, value)
             raise
         except asyncio.CancelledError:
             call.status, call.error = 499, "client_disconnected"

@@ -32,6 +32,8 @@ from typing import Any
 
 import orjson
 
+from tests.servers import handle_lifespan, read_body, send_json
+
 
 @dataclass
 class Received:
@@ -61,20 +63,9 @@ class FakeUpstream:
         self.disconnected.clear()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        if await handle_lifespan(scope, receive, send):
+            return
+        body = await read_body(receive)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         with self.lock:
             self.received.append(Received(scope["path"], headers, body))
@@ -94,10 +85,10 @@ class FakeUpstream:
                 }
             }
             extra = [(b"retry-after", b"7")] if status == 429 else []
-            await _json(send, status, orjson.dumps(error), extra)
+            await send_json(send, status, orjson.dumps(error), extra)
             return
         if model == "garbage":
-            await _json(send, 200, b"<html>not json</html>")
+            await send_json(send, 200, b"<html>not json</html>")
             return
         if model == "hang-json":
             while (await receive())["type"] != "http.disconnect":
@@ -110,7 +101,9 @@ class FakeUpstream:
             await self._stream(scope, receive, send, request, model)
             return
         option = orjson.OPT_INDENT_2 if model == "pretty" else None
-        await _json(send, 200, orjson.dumps(_answer(scope["path"], request, model), option=option))
+        await send_json(
+            send, 200, orjson.dumps(_answer(scope["path"], request, model), option=option)
+        )
 
     async def _stream(
         self, scope: Any, receive: Any, send: Any, request: dict[str, Any], model: str
@@ -210,19 +203,6 @@ class FakeUpstream:
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
 
-async def _json(
-    send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), *(extra or [])],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 def _answer(path: str, request: dict[str, Any], model: str) -> dict[str, Any]:
     usage = (
         None
@@ -291,7 +271,7 @@ ANTHROPIC_MESSAGE = {
 
 async def _anthropic(send: Any, request: dict[str, Any]) -> None:
     if not request.get("stream"):
-        await _json(send, 200, orjson.dumps(ANTHROPIC_MESSAGE))
+        await send_json(send, 200, orjson.dumps(ANTHROPIC_MESSAGE))
         return
     start = {
         **ANTHROPIC_MESSAGE,

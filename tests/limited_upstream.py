@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from tests.servers import handle_lifespan, read_body, send_json
+
 
 @dataclass
 class LimitedUpstream:
@@ -63,27 +65,18 @@ class LimitedUpstream:
             return True, self.rpm - len(self._times)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        if await handle_lifespan(scope, receive, send):
+            return
+        body = await read_body(receive)
         request = orjson.loads(body)
         accepted, remaining = self._admit()
         limit_headers = [(b"x-ratelimit-remaining-requests", str(remaining).encode())]
         if not accepted:
             error = {"error": {"message": "provider rpm exceeded", "type": "requests",
                                "param": None, "code": "rate_limit_exceeded"}}  # fmt: skip
-            await _send(send, 429, orjson.dumps(error), [(b"retry-after", b"1"), *limit_headers])
+            await send_json(
+                send, 429, orjson.dumps(error), [(b"retry-after", b"1"), *limit_headers]
+            )
             return
         with self.lock:
             self.in_flight += 1
@@ -100,7 +93,7 @@ class LimitedUpstream:
             if self.fail_status is not None:
                 error = {"error": {"message": "upstream failed", "type": "server_error",
                                    "param": None, "code": None}}  # fmt: skip
-                await _send(send, self.fail_status, orjson.dumps(error), limit_headers)
+                await send_json(send, self.fail_status, orjson.dumps(error), limit_headers)
                 return
             prompt, completion = self.usage
             usage = {"prompt_tokens": prompt, "completion_tokens": completion,
@@ -117,7 +110,7 @@ class LimitedUpstream:
                                  "message": {"role": "assistant", "content": "ok"}}],
                     "usage": usage,
                 }  # fmt: skip
-                await _send(send, 200, orjson.dumps(answer), limit_headers)
+                await send_json(send, 200, orjson.dumps(answer), limit_headers)
             with self.lock:
                 self.served += 1
         finally:
@@ -145,9 +138,3 @@ class LimitedUpstream:
             data = b"data: " + orjson.dumps(chunk) + b"\n\n"
             await send({"type": "http.response.body", "body": data, "more_body": True})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
-
-
-async def _send(send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
-    headers = [(b"content-type", b"application/json"), *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

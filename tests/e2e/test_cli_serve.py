@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -17,72 +14,34 @@ import redis
 from openai import OpenAI
 
 from tests.conftest import REDIS_URL
-from tests.servers import free_port
+from tests.local_redis import redis_prefix
+from tests.railgate_process import RAILGATE, serve_env, serving
 
-RAILGATE = str(Path(sys.executable).parent / "railgate")
 KEY_RE = re.compile(r"^\s+(rg-[A-Za-z0-9_-]{40,})$")
 
 
-def _env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("RAILGATE_") and k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
-    }
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _start(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], str, str]:
-    """Start `railgate serve`, return (process, base url, demo key)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [RAILGATE, "serve", "--port", str(port), *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def _demo_key(log: str) -> str:
+    """The demo key `railgate serve` printed before it started serving; "" if none."""
     key = ""
-    deadline = time.monotonic() + 20
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if m := KEY_RE.match(line.rstrip("\n")):
+    for line in log.splitlines():
+        if m := KEY_RE.match(line):
             key = m.group(1)
         if "Application startup complete" in line or "Uvicorn running" in line:
             break
-    url = f"http://127.0.0.1:{port}"
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/healthz").status_code == 200:
-                return proc, url, key
-        except httpx.TransportError:
-            time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("railgate serve did not come up")
+    return key
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if proc.stdout:
-        proc.stdout.close()
+@contextmanager
+def _served(log: Path, args: list[str], env: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """`railgate serve` (no config file) until leaving: (base url, demo key)."""
+    with serving((log, None), args=args, env=env, within=20) as (railgate,):
+        yield railgate.url, _demo_key(railgate.read_log())
 
 
 @pytest.fixture
-def served() -> Iterator[tuple[str, str]]:
-    proc, url, key = _start([], _env())
-    try:
+def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    with _served(tmp_path / "serve.log", [], serve_env()) as (url, key):
         yield url, key
-    finally:
-        _stop(proc)
 
 
 def test_newcomer_gets_a_demo_key_and_an_answer(served):
@@ -107,40 +66,36 @@ def test_newcomer_gets_a_demo_key_and_an_answer(served):
     )
 
 
-def test_two_workers_share_a_redis_store():
-    prefix = f"rgtest-{uuid.uuid4().hex[:12]}"
-    env = _env() | {"RAILGATE_STORE": f"{REDIS_URL}?prefix={prefix}"}
-    proc = None
-    try:
-        proc, url, key = _start(["--workers", "2"], env)
-        assert key.startswith("rg-")
-        with OpenAI(base_url=url + "/v1", api_key=key, max_retries=0) as client:
-            for _ in range(6):  # spread over both workers; each must know the key
-                assert client.chat.completions.create(
-                    model="mock-1", messages=[{"role": "user", "content": "hi"}]
-                ).choices
+def test_two_workers_share_a_redis_store(tmp_path: Path) -> None:
+    with redis_prefix() as prefix:
+        env = serve_env({"RAILGATE_STORE": f"{REDIS_URL}?prefix={prefix}"})
+        with _served(tmp_path / "first.log", ["--workers", "2"], env) as (url, key):
+            assert key.startswith("rg-")
+            with OpenAI(base_url=url + "/v1", api_key=key, max_retries=0) as client:
+                for _ in range(6):  # spread over both workers; each must know the key
+                    assert client.chat.completions.create(
+                        model="mock-1", messages=[{"role": "user", "content": "hi"}]
+                    ).choices
         # a second start finds the demo tenant and prints no new key
-        _stop(proc)
-        proc = None
-        proc, url, again = _start(["--workers", "2"], env)
-        assert again == ""
-    finally:
-        if proc is not None:
-            _stop(proc)
+        with _served(tmp_path / "second.log", ["--workers", "2"], env) as (_, again):
+            assert again == ""
+        # the store holds the key's hash, never the key
         client_ = redis.Redis.from_url(REDIS_URL)
-        stored = list(client_.scan_iter(match=f"{prefix}:*"))
-        assert not any(
-            key.encode() in (client_.get(k) or b"") for k in stored if client_.type(k) == b"string"
-        )
-        if stored:
-            client_.delete(*stored)
-        client_.close()
+        try:
+            stored = list(client_.scan_iter(match=f"{prefix}:*"))
+            assert not any(
+                key.encode() in (client_.get(k) or b"")
+                for k in stored
+                if client_.type(k) == b"string"
+            )
+        finally:
+            client_.close()
 
 
 def test_memory_store_refuses_several_workers():
     result = subprocess.run(
         [RAILGATE, "serve", "--workers", "2"],
-        env=_env(),
+        env=serve_env(),
         capture_output=True,
         text=True,
         timeout=30,

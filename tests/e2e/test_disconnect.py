@@ -8,20 +8,15 @@ import uuid
 
 import httpx
 
+from tests.clients import streamed_chat
 from tests.conftest import KEY_ACME
+
+HANG_STREAMED = {"model": "hang", "stream": True, "messages": [{"role": "user", "content": "x"}]}
 
 
 async def test_client_disconnect_cancels_upstream_and_records_usage(gateway, fresh_upstream):
     rid = f"disc-{uuid.uuid4().hex}"
-    async with (
-        httpx.AsyncClient(timeout=10) as http,
-        http.stream(
-            "POST",
-            gateway.v1 + "/chat/completions",
-            headers={"authorization": f"Bearer {KEY_ACME}", "x-request-id": rid},
-            json={"model": "hang", "stream": True, "messages": [{"role": "user", "content": "x"}]},
-        ) as resp,
-    ):
+    async with streamed_chat(gateway.v1, KEY_ACME, HANG_STREAMED, request_id=rid) as resp:
         assert resp.status_code == 200
         first = await anext(resp.aiter_bytes())
         assert first.startswith(b"data: ")
@@ -36,15 +31,7 @@ async def test_client_disconnect_cancels_upstream_and_records_usage(gateway, fre
 
 async def test_chunks_arrive_before_the_stream_ends(gateway, fresh_upstream):
     """The hang model sends two chunks then waits: seeing them proves nothing is buffered."""
-    async with (
-        httpx.AsyncClient(timeout=10) as http,
-        http.stream(
-            "POST",
-            gateway.v1 + "/chat/completions",
-            headers={"authorization": f"Bearer {KEY_ACME}"},
-            json={"model": "hang", "stream": True, "messages": [{"role": "user", "content": "x"}]},
-        ) as resp,
-    ):
+    async with streamed_chat(gateway.v1, KEY_ACME, HANG_STREAMED) as resp:
         started = time.monotonic()
         seen = b""
         async for part in resp.aiter_bytes():

@@ -34,6 +34,7 @@ from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from gateway.config import ConfigError, parse_settings
 from gateway.keys import hash_key
+from tests.clients import streamed_chat
 from tests.conftest import (
     REDIS_URL,
     UPSTREAM_KEY,
@@ -44,7 +45,8 @@ from tests.conftest import (
 )
 from tests.fakes import FakeUpstream
 from tests.limited_upstream import LimitedUpstream
-from tests.servers import ServerThread, free_port
+from tests.local_redis import pings, redis_prefix
+from tests.servers import ServerThread, free_port, wait_until
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 MAX_TOKENS = 16
@@ -85,15 +87,8 @@ def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
     if request.param == "memory":
         yield "memory://"
         return
-    prefix = f"rgtest-lim-{uuid.uuid4().hex[:12]}"
-    yield f"{REDIS_URL}?prefix={prefix}"
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    with redis_prefix("rgtest-lim") as prefix:
+        yield f"{REDIS_URL}?prefix={prefix}"
 
 
 def new_secret(label: str) -> str:
@@ -373,6 +368,26 @@ async def test_429_shape_raw_and_sdk(fresh_upstream: FakeUpstream, store_url: st
         assert len(fresh_upstream.received) == 2  # refused calls never reach the upstream
 
 
+async def test_errors_after_admission_carry_the_limit_headers(
+    fresh_upstream: FakeUpstream, store_url: str
+) -> None:
+    """An admitted call that then fails (upstream 500 → 502, upstream 400 passed through)
+    still tells the client where its limits stand."""
+    key = new_secret("errhdr")
+    with serving(
+        config(fresh_upstream, store_url, [tenant("errhdr", key, limits={"rpm": 5})])
+    ) as gw:
+        async with httpx.AsyncClient(timeout=10) as http:
+            failed = await chat(http, gw, key, model="status-500")
+            assert_error(failed, 502, "upstream_error", "upstream_error")
+            assert failed.headers["x-ratelimit-limit-requests"] == "5"
+            assert failed.headers["x-ratelimit-remaining-requests"] == "4"
+            refused = await chat(http, gw, key, model="status-400")
+            assert refused.status_code == 400
+            assert refused.json()["error"]["code"] == "upstream_code"  # the provider's body
+            assert refused.headers["x-ratelimit-remaining-requests"] == "3"
+
+
 async def test_sdk_retry_honours_retry_after_ms(
     fresh_upstream: FakeUpstream, store_url: str
 ) -> None:
@@ -571,88 +586,90 @@ async def _admitted(http: httpx.AsyncClient, gw: Gateway, key: str) -> tuple[htt
     return resp, resp.status_code == 200
 
 
+@asynccontextmanager
+async def _one_call_at_a_time(
+    upstream: FakeUpstream, store_url: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway, str]]:
+    """A gateway whose tenant may have one call in flight (`concurrency: 1`):
+    (a client, the gateway, the tenant's key)."""
+    key = new_secret("conc")
+    tenants = [tenant("conc", key, limits={"concurrency": 1})]
+    with serving(config(upstream, store_url, tenants)) as gw:
+        async with httpx.AsyncClient(timeout=10) as http:
+            yield http, gw, key
+
+
+async def _lease_back_within_a_second(http: httpx.AsyncClient, gw: Gateway, key: str) -> None:
+    """A client left: its lease is back well before any timeout."""
+    _, took = await eventually(lambda: _admitted(http, gw, key), within=1.0)
+    assert took < 1.0
+
+
+async def _recorded_as_disconnected(gw: Gateway, rid: str) -> None:
+    record = await settled(gw, rid)
+    assert record.status == 499 and record.error == "client_disconnected"
+
+
 async def test_lease_returns_after_streamed_disconnect(
     fresh_upstream: FakeUpstream, store_url: str
 ) -> None:
-    key = new_secret("conc")
-    tenants = [tenant("conc", key, limits={"concurrency": 1})]
-    with serving(config(fresh_upstream, store_url, tenants)) as gw:
-        async with httpx.AsyncClient(timeout=10) as http:
-            rid = f"lease-{uuid.uuid4().hex}"
-            async with (
-                httpx.AsyncClient(timeout=10) as hanging,
-                hanging.stream(
-                    "POST",
-                    gw.v1 + "/chat/completions",
-                    json=body("hang", stream=True),
-                    headers={"authorization": f"Bearer {key}", "x-request-id": rid},
-                ) as resp,
-            ):
-                assert resp.status_code == 200
-                chunks = resp.aiter_bytes()  # kept: a dropped iterator closes the connection
-                assert (await anext(chunks)).startswith(b"data: ")
-                await _refused_for_concurrency(http, gw, key)
-                await asyncio.sleep(0.2)  # still streaming, still holding the lease
-                await _refused_for_concurrency(http, gw, key)
-                await resp.aclose()  # the client leaves mid-stream
-            # the client left mid-stream: the lease is back well before any timeout
-            _, took = await eventually(lambda: _admitted(http, gw, key), within=1.0)
-            assert await asyncio.to_thread(fresh_upstream.disconnected.wait, 1)
-            record = await settled(gw, rid)
-            assert record.status == 499 and record.error == "client_disconnected"
-            assert took < 1.0
+    async with _one_call_at_a_time(fresh_upstream, store_url) as (http, gw, key):
+        rid = f"lease-{uuid.uuid4().hex}"
+        async with streamed_chat(gw.v1, key, body("hang", stream=True), request_id=rid) as resp:
+            assert resp.status_code == 200
+            chunks = resp.aiter_bytes()  # kept: a dropped iterator closes the connection
+            assert (await anext(chunks)).startswith(b"data: ")
+            await _refused_for_concurrency(http, gw, key)
+            await asyncio.sleep(0.2)  # still streaming, still holding the lease
+            await _refused_for_concurrency(http, gw, key)
+            await resp.aclose()  # the client leaves mid-stream
+        await _lease_back_within_a_second(http, gw, key)
+        assert await asyncio.to_thread(fresh_upstream.disconnected.wait, 1)
+        await _recorded_as_disconnected(gw, rid)
 
 
 async def test_lease_returns_after_non_streamed_disconnect(
     fresh_upstream: FakeUpstream, store_url: str
 ) -> None:
-    key = new_secret("conc")
-    tenants = [tenant("conc", key, limits={"concurrency": 1})]
-    with serving(config(fresh_upstream, store_url, tenants)) as gw:
-        async with httpx.AsyncClient(timeout=10) as http:
-            rid = f"lease-json-{uuid.uuid4().hex}"
-            async with httpx.AsyncClient(timeout=10) as hanging:
-                call = asyncio.create_task(
-                    hanging.post(
-                        gw.v1 + "/chat/completions",
-                        json=body("hang-json"),
-                        headers={"authorization": f"Bearer {key}", "x-request-id": rid},
-                    )
+    async with _one_call_at_a_time(fresh_upstream, store_url) as (http, gw, key):
+        rid = f"lease-json-{uuid.uuid4().hex}"
+        async with httpx.AsyncClient(timeout=10) as hanging:
+            call = asyncio.create_task(
+                hanging.post(
+                    gw.v1 + "/chat/completions",
+                    json=body("hang-json"),
+                    headers={"authorization": f"Bearer {key}", "x-request-id": rid},
                 )
+            )
 
-                async def upstream_has_it() -> tuple[Any, bool]:
-                    with fresh_upstream.lock:
-                        seen = any(r.json["model"] == "hang-json" for r in fresh_upstream.received)
-                    return None, seen
+            async def upstream_has_it() -> tuple[Any, bool]:
+                with fresh_upstream.lock:
+                    seen = any(r.json["model"] == "hang-json" for r in fresh_upstream.received)
+                return None, seen
 
-                await eventually(upstream_has_it, within=2.0, every=0.01)
-                await _refused_for_concurrency(http, gw, key)
-                call.cancel()
-                with suppress(asyncio.CancelledError):
-                    await call
-            _, took = await eventually(lambda: _admitted(http, gw, key), within=1.0)
-            assert took < 1.0
-            record = await settled(gw, rid)
-            assert record.status == 499 and record.error == "client_disconnected"
+            await eventually(upstream_has_it, within=2.0, every=0.01)
+            await _refused_for_concurrency(http, gw, key)
+            call.cancel()
+            with suppress(asyncio.CancelledError):
+                await call
+        await _lease_back_within_a_second(http, gw, key)
+        await _recorded_as_disconnected(gw, rid)
 
 
 async def test_lease_returns_after_upstream_error_and_sequential_calls_never_collide(
     upstream: FakeUpstream, store_url: str
 ) -> None:
-    key = new_secret("conc")
-    tenants = [tenant("conc", key, limits={"concurrency": 1})]
-    with serving(config(upstream, store_url, tenants)) as gw:
-        async with httpx.AsyncClient(timeout=10) as http:
-            for stream in (False, True):
-                failed = await chat(http, gw, key, model="status-500", stream=stream)
-                assert_error(failed, 502, "upstream_error", "upstream_error")
-                # the very next call is admitted: the failed call's lease is gone
-                ok = await chat(http, gw, key, stream=stream)
-                assert ok.status_code == 200, ok.text
-            # one client doing one call at a time never meets its own lease
-            for i in range(10):
-                resp = await chat(http, gw, key, stream=bool(i % 2))
-                assert resp.status_code == 200, (i, resp.text)
+    async with _one_call_at_a_time(upstream, store_url) as (http, gw, key):
+        for stream in (False, True):
+            failed = await chat(http, gw, key, model="status-500", stream=stream)
+            assert_error(failed, 502, "upstream_error", "upstream_error")
+            # the very next call is admitted: the failed call's lease is gone
+            ok = await chat(http, gw, key, stream=stream)
+            assert ok.status_code == 200, ok.text
+        # one client doing one call at a time never meets its own lease
+        for i in range(10):
+            resp = await chat(http, gw, key, stream=bool(i % 2))
+            assert resp.status_code == 200, (i, resp.text)
 
 
 # ============================================================================ 6. fail modes
@@ -672,19 +689,18 @@ class OwnRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + 5
+        proc = self.proc
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
         try:
-            while True:
-                try:
-                    if client.ping():
-                        return
-                except redis.ConnectionError:
-                    assert self.proc.poll() is None, "redis-server exited"
-                    assert time.monotonic() < deadline, "redis-server did not start"
-                    time.sleep(0.02)
+            up = wait_until(
+                lambda: pings(client),
+                time.monotonic() + 5,
+                every=0.02,
+                alive=lambda: proc.poll() is None,
+            )
         finally:
             client.close()
+        assert up, f"redis-server did not start (exit status {proc.poll()})"
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

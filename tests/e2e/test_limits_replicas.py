@@ -11,31 +11,26 @@ released by the gateway, not expired.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 import redis
-import yaml
 
 from gateway.keys import hash_key
 from gateway.limits.tokens import estimate_tokens
 from gateway.schemas import parse_request
 from tests.conftest import REDIS_URL, UPSTREAM_KEY, UPSTREAM_KEY_ENV
 from tests.limited_upstream import LimitedUpstream
-from tests.servers import ServerThread, free_port
+from tests.local_redis import redis_prefix
+from tests.railgate_process import RailgateProcess, serve_env, serving, write_config
+from tests.servers import ServerThread
 
-RAILGATE = str(Path(sys.executable).parent / "railgate")
 MODEL = "limited-model"
 DEFAULT_MAX_TOKENS = 1024
 VICTIM_LEASE_TTL_S = 1.0
@@ -53,21 +48,10 @@ KEYS = {tenant: f"rg-test-{tenant}-" + "k" * 40 for tenant in TENANT_LIMITS}
 
 
 @dataclass
-class Replica:
-    proc: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    @property
-    def chat(self) -> str:
-        return self.url + "/v1/chat/completions"
-
-
-@dataclass
 class Cluster:
-    a: Replica
-    b: Replica
-    victim: Replica
+    a: RailgateProcess
+    b: RailgateProcess
+    victim: RailgateProcess
     upstream: LimitedUpstream
     prefix: str
 
@@ -93,79 +77,18 @@ def _config(upstream_url: str, prefix: str, lease_ttl_s: float) -> dict[str, Any
     }
 
 
-def _env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("RAILGATE_") and k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
-    }
-    env["PYTHONUNBUFFERED"] = "1"
-    env[UPSTREAM_KEY_ENV] = UPSTREAM_KEY
-    return env
-
-
-def _launch(config: Path, log: Path) -> Replica:
-    port = free_port()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [RAILGATE, "serve", "--config", str(config), "--port", str(port)],
-            env=_env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return Replica(proc, f"http://127.0.0.1:{port}", log)
-
-
-def _wait_up(replica: Replica, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if replica.proc.poll() is not None:
-            break
-        try:
-            if httpx.get(replica.url + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"railgate serve did not come up:\n{replica.log.read_text()}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    prefix = f"rgtest-{uuid.uuid4().hex[:12]}"
     tmp = tmp_path_factory.mktemp("replicas")
     upstream = LimitedUpstream()
-    with ServerThread(upstream) as server:
-        shared, victim_cfg = tmp / "shared.yaml", tmp / "victim.yaml"
-        shared.write_text(yaml.safe_dump(_config(server.url, prefix, 30.0)))
-        victim_cfg.write_text(yaml.safe_dump(_config(server.url, prefix, VICTIM_LEASE_TTL_S)))
-        replicas: list[Replica] = []
-        try:
-            # Started together, waited for together: one start-up time, not three.
-            for name, config in (("a", shared), ("b", shared), ("victim", victim_cfg)):
-                replicas.append(_launch(config, tmp / f"{name}.log"))
-            deadline = time.monotonic() + 30
-            for replica in replicas:
-                _wait_up(replica, deadline)
-            a, b, victim = replicas
+    with redis_prefix() as prefix, ServerThread(upstream) as server:
+        shared = write_config(tmp / "shared.yaml", _config(server.url, prefix, 30.0))
+        victim_cfg = write_config(
+            tmp / "victim.yaml", _config(server.url, prefix, VICTIM_LEASE_TTL_S)
+        )
+        runs = [(tmp / "a.log", shared), (tmp / "b.log", shared), (tmp / "victim.log", victim_cfg)]
+        with serving(*runs, env=serve_env({UPSTREAM_KEY_ENV: UPSTREAM_KEY})) as (a, b, victim):
             yield Cluster(a, b, victim, upstream, prefix)
-        finally:
-            for replica in replicas:
-                _stop(replica.proc)
-            client = redis.Redis.from_url(REDIS_URL)
-            stored = list(client.scan_iter(match=f"{prefix}:*"))
-            if stored:
-                client.delete(*stored)
-            client.close()
 
 
 @pytest.fixture
@@ -201,7 +124,7 @@ def _client() -> httpx.AsyncClient:
 
 
 async def _burst(
-    replicas: list[Replica], tenant: str, body: dict[str, Any], total: int, clients: int
+    replicas: list[RailgateProcess], tenant: str, body: dict[str, Any], total: int, clients: int
 ) -> list[httpx.Response]:
     """`total` concurrent requests from `clients` clients, split evenly over `replicas`."""
     pool = [_client() for _ in range(clients)]
@@ -242,7 +165,7 @@ def _split(responses: list[httpx.Response]) -> tuple[list[httpx.Response], list[
 
 
 async def _admitted_within(
-    replica: Replica, tenant: str, body: dict[str, Any], within: float
+    replica: RailgateProcess, tenant: str, body: dict[str, Any], within: float
 ) -> float:
     """Poll `replica` until a request is admitted (200); only 429s may come before it.
     Returns the seconds it took."""

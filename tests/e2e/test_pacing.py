@@ -13,9 +13,6 @@ A provider's `retry-after` block is short on its own and is watched in real time
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -31,7 +28,6 @@ import orjson
 import pytest
 import redis
 import redis.asyncio
-import yaml
 
 from gateway.call import Call
 from gateway.config import parse_settings
@@ -49,9 +45,10 @@ from gateway.store.base import ApiKey, Tenant
 from gateway.tenancy import Caller
 from tests.conftest import REDIS_URL, UPSTREAM_KEY, UPSTREAM_KEY_ENV, start_gateway
 from tests.limited_upstream import LimitedUpstream
-from tests.servers import ServerThread, free_port
+from tests.local_redis import redis_prefix
+from tests.railgate_process import serve_env, serving, write_config
+from tests.servers import ServerThread, handle_lifespan, read_body, send_json
 
-RAILGATE = str(Path(sys.executable).parent / "railgate")
 MODEL = "paced-model"
 PROVIDER_429 = "provider rpm exceeded"
 """The fake provider's own 429 message: a client must never read it when paced."""
@@ -86,20 +83,9 @@ class OverloadedUpstream:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        if await handle_lifespan(scope, receive, send):
+            return
+        body = await read_body(receive)
         model = orjson.loads(body)["model"]
         with self.lock:
             left = self.refuse.get(model, 0)
@@ -109,22 +95,18 @@ class OverloadedUpstream:
         if status == 429:
             error = {"error": {"message": "provider overloaded", "type": "requests",
                                "param": None, "code": "rate_limit_exceeded"}}  # fmt: skip
-            headers = [(b"content-type", b"application/json"), (b"retry-after", b"1")]
-            content = orjson.dumps(error)
-        else:
-            answer = {
-                "id": "chatcmpl-overloaded",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": "ok"}}],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-            }  # fmt: skip
-            headers = [(b"content-type", b"application/json")]
-            content = orjson.dumps(answer)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": content})
+            await send_json(send, status, orjson.dumps(error), [(b"retry-after", b"1")])
+            return
+        answer = {
+            "id": "chatcmpl-overloaded",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "ok"}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+        }  # fmt: skip
+        await send_json(send, status, orjson.dumps(answer))
 
 
 def _provider(name: str, url: str, limits: dict[str, Any] | None) -> dict[str, Any]:
@@ -192,13 +174,8 @@ async def _until(check: Any, within: float = 2.0) -> None:
 @pytest.fixture
 def prefix() -> Iterator[str]:
     """A unique Redis prefix, its keys deleted afterwards."""
-    prefix = f"rgtest-{uuid.uuid4().hex[:12]}"
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    stored = list(client.scan_iter(match=f"{prefix}:*"))
-    if stored:
-        client.delete(*stored)
-    client.close()
+    with redis_prefix() as prefix:
+        yield prefix
 
 
 @asynccontextmanager
@@ -232,51 +209,29 @@ def _seed_full_window(prefix: str, provider: str, frees_in_ms: list[int]) -> flo
         client.close()
 
 
-# -- 1. the acceptance test: two replicas never let the provider answer 429 -----------
+SEEDED_FREES_MS = [300, 500, 700, 900]
+"""When the slots of a seeded full window free, in ms from the seeding."""
 
 
-def _serve_env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("RAILGATE_") and k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
-    }
-    env["PYTHONUNBUFFERED"] = "1"
-    env[UPSTREAM_KEY_ENV] = UPSTREAM_KEY
-    return env
-
-
-def _serve(config: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [RAILGATE, "serve", "--config", str(config), "--port", str(port)],
-            env=_serve_env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
+@asynccontextmanager
+async def _before_a_full_window(
+    upstream: LimitedUpstream, prefix: str
+) -> AsyncIterator[tuple[str, httpx.AsyncClient, float]]:
+    """A gateway on Redis `prefix` in front of `upstream` as provider `up` (rpm 4, a
+    request may wait 5 s for its slot) and a client; the provider's window is seeded
+    full, its slots freeing `SEEDED_FREES_MS` from now. Yields (gateway URL, client,
+    the monotonic time taken as now)."""
+    with ServerThread(upstream) as server:
+        raw = _config(
+            f"{REDIS_URL}?prefix={prefix}",
+            [_provider("up", server.url, {"rpm": 4, "max_queue_wait_ms": 5000})],
+            {MODEL: "up"},
         )
-    return proc, f"http://127.0.0.1:{port}"
+        async with _gateway(raw) as url, _client() as http:
+            yield url, http, _seed_full_window(prefix, "up", SEEDED_FREES_MS)
 
 
-def _wait_up(proc: subprocess.Popen[bytes], url: str, log: Path, deadline: float) -> None:
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"railgate serve did not come up:\n{log.read_text()}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+# -- 1. the acceptance test: two replicas never let the provider answer 429 -----------
 
 
 @pytest.fixture
@@ -285,22 +240,15 @@ def replicas(prefix: str, tmp_path: Path) -> Iterator[tuple[list[str], LimitedUp
     in front of a fake whose own account limit is also 20 per minute."""
     upstream = LimitedUpstream(rpm=20)
     with ServerThread(upstream) as server:
-        config = tmp_path / "railgate.yaml"
         raw = _config(
             f"{REDIS_URL}?prefix={prefix}",
             [_provider("up", server.url, {"rpm": 20})],
             {MODEL: "up"},
         )
-        config.write_text(yaml.safe_dump(raw))
-        started = [_serve(config, tmp_path / f"{name}.log") for name in ("a", "b")]
-        try:
-            deadline = time.monotonic() + 30
-            for (proc, url), name in zip(started, ("a", "b"), strict=True):
-                _wait_up(proc, url, tmp_path / f"{name}.log", deadline)
-            yield [url for _, url in started], upstream
-        finally:
-            for proc, _ in started:
-                _stop(proc)
+        config = write_config(tmp_path / "railgate.yaml", raw)
+        runs = [(tmp_path / f"{name}.log", config) for name in ("a", "b")]
+        with serving(*runs, env=serve_env({UPSTREAM_KEY_ENV: UPSTREAM_KEY})) as started:
+            yield [railgate.url for railgate in started], upstream
 
 
 async def test_twice_the_providers_rpm_over_two_replicas_never_reaches_its_429(replicas):
@@ -355,27 +303,16 @@ async def test_requests_over_a_full_window_wait_for_their_slot_and_succeed(prefi
     Four tenants each send one request: none is refused, each reaches the provider only
     once a slot left the window, in order, and each counts as a pacing wait."""
     upstream = RecordingUpstream(rpm=4)
-    with ServerThread(upstream) as server:
-        raw = _config(
-            f"{REDIS_URL}?prefix={prefix}",
-            [_provider("up", server.url, {"rpm": 4, "max_queue_wait_ms": 5000})],
-            {MODEL: "up"},
+    async with _before_a_full_window(upstream, prefix) as (url, http, now):
+        answers = await asyncio.gather(
+            *(http.post(url + "/v1/chat/completions", headers=_auth(t), json=BODY) for t in TENANTS)
         )
-        async with _gateway(raw) as url, _client() as http:
-            frees = [300, 500, 700, 900]
-            now = _seed_full_window(prefix, "up", frees)
-            answers = await asyncio.gather(
-                *(
-                    http.post(url + "/v1/chat/completions", headers=_auth(t), json=BODY)
-                    for t in TENANTS
-                )
-            )
-            elapsed = time.monotonic() - now
-            metrics = (await http.get(url + "/metrics")).text
+        elapsed = time.monotonic() - now
+        metrics = (await http.get(url + "/metrics")).text
     assert [r.status_code for r in answers] == [200, 200, 200, 200], [r.text for r in answers]
     assert upstream.refused == 0
     assert len(upstream.arrivals) == 4
-    for arrived, free_ms in zip(sorted(upstream.arrivals), frees, strict=True):
+    for arrived, free_ms in zip(sorted(upstream.arrivals), SEEDED_FREES_MS, strict=True):
         assert arrived >= now + free_ms / 1000 - 0.005, (arrived - now, free_ms)
         assert arrived <= now + free_ms / 1000 + 0.25, (arrived - now, free_ms)
     assert elapsed >= 0.895
@@ -570,22 +507,20 @@ async def test_a_flooding_tenant_leaves_queue_slots_for_a_later_one(backend):
         verdict = await backend.pace(f"{uuid.uuid4().hex}:{tenant}", rules, block, max_wait)
         return verdict.refused, verdict.wait_ms
 
+    async def queue(tenant: str, requests: int, slot_ms: int) -> list[str | None]:
+        """Each request's refusal; a queued one waits for the slot at `slot_ms`."""
+        refusals = []
+        for _ in range(requests):
+            refused, wait = await pace(tenant)
+            refusals.append(refused)
+            if refused is None:
+                assert slot_ms - 1_000 < wait <= slot_ms
+        return refusals
+
     for _ in range(10):
         assert await pace("a") == (None, 0)
-    queued_a = []
-    for _ in range(11):
-        refused, wait = await pace("a")
-        queued_a.append(refused)
-        if refused is None:
-            assert 59_000 < wait <= 60_000
-    assert queued_a == [None] * 10 + ["share"]
-    queued_b = []
-    for _ in range(7):
-        refused, wait = await pace("b")
-        queued_b.append(refused)
-        if refused is None:
-            assert 119_000 < wait <= 120_000
-    assert queued_b == [None] * 6 + ["share"]
+    assert await queue("a", 11, 60_000) == [None] * 10 + ["share"]
+    assert await queue("b", 7, 120_000) == [None] * 6 + ["share"]
     assert (await pace("a"))[0] == "share"
     # a third tenant still gets in: its first queued request is always allowed
     refused, wait = await pace("c")
@@ -597,20 +532,13 @@ async def test_fair_share_end_to_end(prefix):
     every 200 ms from 300 ms on. Tenant A has one request waiting and sends another:
     refused for its share. Tenant B, arriving after that, is queued and served."""
     upstream = RecordingUpstream()
-    with ServerThread(upstream) as server:
-        raw = _config(
-            f"{REDIS_URL}?prefix={prefix}",
-            [_provider("up", server.url, {"rpm": 4, "max_queue_wait_ms": 5000})],
-            {MODEL: "up"},
-        )
-        async with _gateway(raw) as url, _client() as http:
-            chat = url + "/v1/chat/completions"
-            _seed_full_window(prefix, "up", [300, 500, 700, 900])
-            a_first = asyncio.create_task(http.post(chat, headers=_auth("pa"), json=BODY))
-            await asyncio.sleep(0.1)
-            a_second = await http.post(chat, headers=_auth("pa"), json=BODY)
-            b_first = await http.post(chat, headers=_auth("pb"), json=BODY)
-            a_first_resp = await a_first
+    async with _before_a_full_window(upstream, prefix) as (url, http, _):
+        chat = url + "/v1/chat/completions"
+        a_first = asyncio.create_task(http.post(chat, headers=_auth("pa"), json=BODY))
+        await asyncio.sleep(0.1)
+        a_second = await http.post(chat, headers=_auth("pa"), json=BODY)
+        b_first = await http.post(chat, headers=_auth("pb"), json=BODY)
+        a_first_resp = await a_first
     _assert_gateway_429(a_second, "its fair share of the queue is taken")
     assert a_first_resp.status_code == 200, a_first_resp.text
     assert b_first.status_code == 200, b_first.text

@@ -14,7 +14,7 @@ import pytest
 
 from gateway.limits.backend import LimitBackend
 from gateway.limits.memory import MemoryLimits
-from gateway.limits.rules import Rule, Unit
+from gateway.limits.rules import PaceVerdict, Rule, Unit
 from gateway.store import RedisStore
 
 SLACK_MS = 40
@@ -62,6 +62,13 @@ def assert_near(value: int, expected: int, clock: Clock) -> None:
     """`value` is a time left that was `expected` at the clock's start: it shrank by at
     most the elapsed time (plus slack) and never exceeds `expected`."""
     assert expected - clock.ms() - SLACK_MS <= value <= expected, (value, expected, clock.ms())
+
+
+def assert_paced(verdict: PaceVerdict, refused: str | None, wait_ms: int, clock: Clock) -> None:
+    """A pacing verdict: booked (`refused` None) or refused as `refused`, with a wait
+    that was `wait_ms` at the clock's start (see `assert_near`)."""
+    assert verdict.refused == refused
+    assert_near(verdict.wait_ms, wait_ms, clock)
 
 
 async def sleep_ms(ms: int) -> None:
@@ -255,12 +262,19 @@ async def test_leases_expire_without_renewal(limits):
     assert (await limits.admit("c", [rule])).used == (1,)
 
 
-async def test_an_expired_lease_frees_its_slot_while_others_live(limits):
+async def expired_a_live_b(limits: LimitBackend) -> Rule:
+    """Two leases of 200 ms: "a", then "b" 120 ms later (it keeps the lease set alive);
+    returns 120 ms after that, "a" expired and "b" not."""
     rule = lease(2, 200)
     assert (await limits.admit("a", [rule])).refused is None
     await sleep_ms(120)
-    assert (await limits.admit("b", [rule])).refused is None  # keeps the lease set alive
-    await sleep_ms(120)  # "a" has expired, "b" has not
+    assert (await limits.admit("b", [rule])).refused is None
+    await sleep_ms(120)
+    return rule
+
+
+async def test_an_expired_lease_frees_its_slot_while_others_live(limits):
+    rule = await expired_a_live_b(limits)
     verdict = await limits.admit("c", [rule])
     assert verdict.refused is None
     assert verdict.used == (2,)
@@ -283,11 +297,7 @@ async def test_renew_keeps_live_leases_only(limits):
 
 
 async def test_renew_does_not_revive_an_expired_lease(limits):
-    rule = lease(2, 200)
-    assert (await limits.admit("a", [rule])).refused is None
-    await sleep_ms(120)
-    assert (await limits.admit("b", [rule])).refused is None  # keeps the lease set alive
-    await sleep_ms(120)  # "a" has expired, "b" has not
+    rule = await expired_a_live_b(limits)
     await limits.renew(rule.key, ["a", "b"], 300)
     verdict = await limits.admit("c", [rule])
     assert verdict.refused is None
@@ -413,12 +423,9 @@ async def test_pace_refuses_a_wait_beyond_max_without_booking(limits):
     rule = paced(1, 400)
     clock = Clock()
     assert (await limits.pace("a:t", [rule], BLOCK, 100)).wait_ms == 0
-    refused = await limits.pace("b:t", [rule], BLOCK, 100)
-    assert refused.refused == "wait"
-    assert_near(refused.wait_ms, 400, clock)
+    assert_paced(await limits.pace("b:t", [rule], BLOCK, 100), "wait", 400, clock)
     booked = await limits.pace("c:t", [rule], BLOCK, 1_000)
-    assert booked.refused is None
-    assert_near(booked.wait_ms, 400, clock)  # not 800: "b" holds no slot
+    assert_paced(booked, None, 400, clock)  # not 800: "b" holds no slot
 
 
 async def test_pace_refuses_never_when_too_large(limits):
@@ -435,8 +442,7 @@ async def test_pace_checks_every_rule(limits):
     clock = Clock()
     assert (await limits.pace("a:t", [requests, tokens], BLOCK, 1_000)).wait_ms == 0
     second = await limits.pace("b:t", [requests, tokens], BLOCK, 1_000)
-    assert second.refused is None
-    assert_near(second.wait_ms, 300, clock)  # the token window decides
+    assert_paced(second, None, 300, clock)  # the token window decides
 
 
 async def test_pace_fair_share_of_the_queue(limits):
@@ -446,22 +452,14 @@ async def test_pace_fair_share_of_the_queue(limits):
     for i in range(2):
         assert (await limits.pace(f"a{i}:acme", [rule], BLOCK, 1_000)).wait_ms == 0
     for i in (2, 3):
-        queued = await limits.pace(f"a{i}:acme", [rule], BLOCK, 1_000)
-        assert queued.refused is None
-        assert_near(queued.wait_ms, 500, clock)
-    over = await limits.pace("a4:acme", [rule], BLOCK, 1_000)
-    assert over.refused == "share"
-    assert_near(over.wait_ms, 1_000, clock)
+        assert_paced(await limits.pace(f"a{i}:acme", [rule], BLOCK, 1_000), None, 500, clock)
+    assert_paced(await limits.pace("a4:acme", [rule], BLOCK, 1_000), "share", 1_000, clock)
     # Another tenant's first queued request is always booked ...
-    other = await limits.pace("b0:bravo", [rule], BLOCK, 1_000)
-    assert other.refused is None
-    assert_near(other.wait_ms, 1_000, clock)
+    assert_paced(await limits.pace("b0:bravo", [rule], BLOCK, 1_000), None, 1_000, clock)
     # ... and with one other tenant queued, the share is 4 // 3 = 1.
     assert (await limits.pace("b1:bravo", [rule], BLOCK, 1_000)).refused == "share"
     # Refused requests booked nothing: the queue holds 5 entries, the next slot is at 1000.
-    probe = await limits.pace("c0:carol", [rule], BLOCK, 10_000)
-    assert probe.refused is None
-    assert_near(probe.wait_ms, 1_000, clock)
+    assert_paced(await limits.pace("c0:carol", [rule], BLOCK, 10_000), None, 1_000, clock)
 
 
 async def test_block_delays_bookings(limits):
@@ -469,12 +467,9 @@ async def test_block_delays_bookings(limits):
     clock = Clock()
     await limits.tighten([], BLOCK, 250)
     await limits.tighten([], BLOCK, 50)  # a shorter block never shortens the current one
-    refused = await limits.pace("a:t", [rule], BLOCK, 100)
-    assert refused.refused == "wait"
-    assert_near(refused.wait_ms, 250, clock)
+    assert_paced(await limits.pace("a:t", [rule], BLOCK, 100), "wait", 250, clock)
     booked = await limits.pace("b:t", [rule], BLOCK, 1_000)
-    assert booked.refused is None
-    assert_near(booked.wait_ms, 250, clock)
+    assert_paced(booked, None, 250, clock)
     alone = await limits.pace("c:t", [], BLOCK, 1_000)  # no windows: the block still holds
     assert_near(alone.wait_ms, 250, clock)
     await sleep_ms(booked.wait_ms + 10)
@@ -492,9 +487,7 @@ async def test_tighten_to_a_lower_reported_remaining(limits):
     for i in range(3):
         verdict = await limits.pace(f"b{i}:t", [rule], BLOCK, 0)
         assert verdict.refused is None and verdict.wait_ms == 0
-    full = await limits.pace("c:t", [rule], BLOCK, 0)
-    assert full.refused == "wait"
-    assert_near(full.wait_ms, 300, clock)
+    assert_paced(await limits.pace("c:t", [rule], BLOCK, 0), "wait", 300, clock)
 
 
 async def test_settle_corrects_a_paced_token_booking(limits):

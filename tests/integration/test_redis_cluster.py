@@ -22,7 +22,8 @@ from redis.asyncio.cluster import RedisCluster
 from gateway.keys import hash_key, new_key
 from gateway.limits.rules import Rule
 from gateway.store import RedisStore, Tenant
-from tests.servers import free_port
+from tests.local_redis import pings
+from tests.servers import free_port, stop_process, wait_until
 
 REDIS_SERVER = shutil.which("redis-server")
 
@@ -59,26 +60,14 @@ def cluster_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     try:
         client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
         try:
-            _wait(lambda: _pings(client), "redis-server did not start")
+            _wait(lambda: pings(client), "redis-server did not start")
             client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
             _wait(lambda: _cluster_ok(client), "the cluster did not reach cluster_state:ok")
         finally:
             client.close()
         yield port
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
+        stop_process(server, timeout=5)
 
 
 def _cluster_ok(client: redis.Redis) -> bool:
@@ -86,11 +75,8 @@ def _cluster_ok(client: redis.Redis) -> bool:
 
 
 def _wait(ready: Callable[[], bool], message: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            pytest.fail(message)
-        time.sleep(0.02)
+    if not wait_until(ready, time.monotonic() + timeout, every=0.02):
+        pytest.fail(message)
 
 
 @pytest.fixture
