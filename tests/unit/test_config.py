@@ -4,7 +4,6 @@ and the CLI commands built on it (`config validate`, `keys create`)."""
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import yaml
 
 from gateway.cli import main
 from gateway.config import ConfigError, Settings, default_config_path, load_settings
+from tests import local_redis
 from tests.conftest import REDIS_URL
 
 MINIMAL: dict[str, Any] = {
@@ -378,15 +378,8 @@ def test_cli_validate_bad_env_override(
 
 @pytest.fixture
 def redis_prefix() -> Iterator[str]:
-    prefix = f"rgtest-{uuid.uuid4().hex[:12]}"
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    with local_redis.redis_prefix() as prefix:
+        yield prefix
 
 
 def test_cli_keys_create_stores_only_the_hash(
