@@ -19,23 +19,27 @@ from gateway.limits.rules import TOKENS, PaceVerdict, Rule, Verdict
 __all__ = ["MemoryLimits"]
 
 
+_LAST = "\U0010ffff"
+"""Sorts after every member: `(t, _LAST)` bisects past all entries at time t."""
+
+
 def _monotonic_ms() -> int:
     return int(time.monotonic() * 1000)
 
 
 @dataclass(slots=True)
 class _Window:
-    entries: list[tuple[int, str, int]] = field(default_factory=list)
-    """(time ms, member, amount), ordered by time; booked entries may lie ahead."""
+    entries: list[tuple[int, str]] = field(default_factory=list)
+    """(time ms, member), ordered; booked (paced) entries may lie ahead of now."""
+    amounts: dict[str, int] = field(default_factory=dict)
+    """member -> units, so a settlement finds its entry without a scan."""
     used: int = 0
 
     def trim(self, now: int, window: int) -> int:
-        edge = now - window
-        cut = 0
-        while cut < len(self.entries) and self.entries[cut][0] <= edge:
-            self.used -= self.entries[cut][2]
-            cut += 1
+        cut = bisect.bisect_right(self.entries, (now - window, _LAST))
         if cut:
+            for _, member in self.entries[:cut]:
+                self.used -= self.amounts.pop(member)
             del self.entries[:cut]
         if not self.entries:
             self.used = 0
@@ -48,21 +52,35 @@ class _Window:
         if self.used + amount <= limit:
             return now
         need, freed = self.used + amount - limit, 0
-        for at, _, units in self.entries:
-            freed += units
+        for at, member in self.entries:
+            freed += self.amounts[member]
             if freed >= need:
                 return at + window
         return now + window
 
     def add(self, at: int, member: str, amount: int) -> None:
-        bisect.insort(self.entries, (at, member, amount))
+        old = self.amounts.get(member)
+        if old is not None:  # the same member again moves it, like ZADD
+            self.entries = [e for e in self.entries if e[1] != member]
+            self.used -= old
+        bisect.insort(self.entries, (at, member))
+        self.amounts[member] = amount
         self.used += amount
+
+    def correct(self, member: str, amount: int) -> None:
+        """Set the units of an entry still in the window (absent: nothing to correct)."""
+        old = self.amounts.get(member)
+        if old is not None:
+            self.amounts[member] = amount
+            self.used = max(0, self.used + amount - old)
 
     def reset(self, now: int, window: int) -> int:
         return max(0, self.entries[0][0] + window - now) if self.entries else 0
 
-    def booked(self, now: int) -> list[tuple[int, str, int]]:
-        return [e for e in self.entries if e[0] > now]
+    def booked(self, now: int) -> list[tuple[str, int]]:
+        """(member, units) of the entries booked ahead of `now`."""
+        ahead = self.entries[bisect.bisect_right(self.entries, (now, _LAST)) :]
+        return [(member, self.amounts[member]) for _, member in ahead]
 
 
 class MemoryLimits:
@@ -125,7 +143,7 @@ class MemoryLimits:
             if rule.kind == "window":
                 window = self._window(rule.key)
                 amount = _amount(rule, tokens)
-                window.add(now, f"{amount}:{ticket}", amount)
+                window.add(now, ticket, amount)
                 after.append(before + amount)
                 resets.append(window.reset(now, rule.window_ms))
             elif rule.kind == "lease":
@@ -142,15 +160,8 @@ class MemoryLimits:
         for rule, actual in items:
             if rule.kind == "window":
                 window = self._windows.get(rule.key)
-                reserved = _amount(rule, tokens)
-                old = f"{reserved}:{ticket}"
-                if window is None or actual == reserved:
-                    continue
-                for i, (at, member, units) in enumerate(window.entries):
-                    if member == old:
-                        window.entries[i] = (at, f"{actual}:{ticket}", actual)
-                        window.used = max(0, window.used + actual - units)
-                        break
+                if window is not None:
+                    window.correct(ticket, actual)
             elif rule.kind == "lease":
                 self._leases.get(rule.key, {}).pop(ticket, None)
             elif actual > 0:
@@ -185,8 +196,8 @@ class MemoryLimits:
         if wait > 0 and rules:
             tenant = member.partition(":")[2]
             mine, others = 0, set()
-            for _, booked, units in windows[0].booked(now):
-                owner = booked.split(":", 2)[2] if booked.count(":") >= 2 else None
+            for booked, units in windows[0].booked(now):
+                owner = booked.partition(":")[2] or None
                 if owner == tenant:
                     mine += units
                 elif owner is not None:
@@ -196,7 +207,7 @@ class MemoryLimits:
             if mine > 0 and mine + amounts[0] > share:
                 return PaceVerdict(wait_ms=wait, refused="share")
         for window, amount in zip(windows, amounts, strict=True):
-            window.add(at, f"{amount}:{member}", amount)
+            window.add(at, member, amount)
         return PaceVerdict(wait_ms=wait)
 
     async def tighten(
@@ -208,10 +219,10 @@ class MemoryLimits:
                 continue
             window = self._window(rule.key)
             used = window.trim(now, rule.window_ms)
-            booked = sum(units for _, _, units in window.booked(now))
+            booked = sum(units for _, units in window.booked(now))
             gap = rule.limit - (used - booked) - remaining
             if gap > 0:
-                window.add(now, f"{gap}:~{os.urandom(6).hex()}", gap)
+                window.add(now, f"~{os.urandom(6).hex()}", gap)
         if block_ms > 0:
             self._blocks[block_key] = max(self._blocks.get(block_key, 0), now + block_ms)
 
