@@ -53,6 +53,15 @@ _PROCESS = os.urandom(6).hex()
 _SERIAL = itertools.count()
 
 
+def _reseed() -> None:
+    """A forked worker must not repeat its parent's ticket ids."""
+    global _PROCESS, _SERIAL
+    _PROCESS, _SERIAL = os.urandom(6).hex(), itertools.count()
+
+
+os.register_at_fork(after_in_child=_reseed)
+
+
 class Reservation:
     """What one admitted call holds: its rules, its token estimate, its pacing booking."""
 
