@@ -4,7 +4,8 @@ Objects are built once here (store, providers, router, proxy) and reach handlers
 through `app.state`; the lifespan opens the providers' connection pools inside the
 event loop and closes them, the store and pending background work on shutdown.
 Seams (limiter, content stages, usage sink) can be injected; by default the limiter
-keeps its counters in the store and the content stages run each tenant's rails policy.
+keeps its counters in the store, the content stages run each tenant's rails policy and
+usage records go to the store's ledger (`LedgerSink`, flushed on shutdown).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from gateway.content import RailStages
 from gateway.errors import exception_handlers
 from gateway.frontdoor import FrontDoor
 from gateway.guards import ContentStages
+from gateway.ledger.sink import LedgerSink
 from gateway.limits.limiter import StoreLimiter
 from gateway.metrics import Counters
 from gateway.policies import TenantPolicies, guard_registry, rails_secret
@@ -34,7 +36,7 @@ from gateway.routes import health, metrics, openai
 from gateway.store import Store, open_store
 from gateway.tasks import Tasks
 from gateway.tenancy import Authenticator
-from gateway.usage import LogSink, UsageSink
+from gateway.usage import UsageSink
 from rails import GuardRegistry
 
 __all__ = ["asgi_app", "create_app"]
@@ -81,13 +83,16 @@ def create_app(
         for name in paced:
             providers[name].watch(partial(store_limiter.observe, name))
         limiter = store_limiter
+    ledger: LedgerSink | None = None
+    if sink is None:
+        sink = ledger = LedgerSink(store, settings.ledger, counters)
     auth = Authenticator(settings, store)
     proxy = Proxy(
         auth=auth,
         router=router,
         limiter=limiter,
         stages=stages,
-        sink=sink or LogSink(),
+        sink=sink,
         tasks=tasks,
         max_body_bytes=settings.server.max_body_bytes,
     )
@@ -96,6 +101,8 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         for provider in providers.values():
             await provider.start()
+        if ledger is not None:
+            ledger.start()
         # Everything built so far lives as long as the process: move it out of the
         # collector's sight so full collections stay short under load (p99 latency).
         gc.collect()
@@ -105,6 +112,8 @@ def create_app(
             yield
         finally:
             await tasks.drain()
+            if ledger is not None:  # after the drain: the last calls' records are buffered
+                await ledger.close()
             await limiter.close()
             if registry is not None:
                 registry.close()

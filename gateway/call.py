@@ -29,6 +29,12 @@ class Call:
     """End user named by the OpenAI `user` field or `x-railgate-user`."""
     started: float = field(default_factory=time.perf_counter)
     first_byte: float | None = None
+    upstream_started: float | None = None
+    """`perf_counter()` when the upstream call was sent (after pacing); None if never."""
+    upstream_ended: float | None = None
+    """When the upstream call ended: the answer, the end of the stream, or its failure."""
+    ended: float | None = None
+    """When the proxy finished the call (the last byte sent, or the error)."""
     usage: Usage | None = None
     status: int = 200
     error: str | None = None

@@ -25,6 +25,7 @@ from rails.policy import PolicyError, parse_policy
 __all__ = [
     "ConfigError",
     "KeyEntry",
+    "LedgerSettings",
     "ModelRoute",
     "ProviderConfig",
     "ServerConfig",
@@ -131,6 +132,26 @@ class RailsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Directory of tenant NeMo configs (`<dir>/<name>/config.yml`), besides the bundled."""
 
 
+class LedgerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 30
+    """Days the raw usage records (the log) are kept."""
+    totals_retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 400
+    """Days the per-day totals (reports by day, model, key, end user) are kept."""
+    buffer_records: Annotated[int, msgspec.Meta(ge=1)] = 100_000
+    """Records held in memory while the store cannot be written; beyond, new ones are
+    dropped (counted in `railgate_usage_dropped_total`)."""
+    batch_records: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
+    """Most records written in one store call."""
+    flush_interval_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 50
+    """Longest a record waits in the buffer before a write is started."""
+    write_timeout_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 2_000
+    """A write not answered within this long counts as failed and is retried."""
+    retry_max_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 2_000
+    """Longest pause between retries while the store is down (backoff from 50 ms)."""
+    shutdown_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=300)] = 5.0
+    """On shutdown, how long to keep writing the buffer before the rest is dropped."""
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     server: ServerConfig = ServerConfig()
     """HTTP server options."""
@@ -150,6 +171,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Rails that call a model (NeMo): which model, its deadline, tenant configs."""
     limiter: LimiterSettings = LimiterSettings()
     """How limits talk to the store: deadline, lease time, default output reservation."""
+    ledger: LedgerSettings = LedgerSettings()
+    """The usage ledger: retention, and how records are buffered and written."""
     source: str = ""
     """Where these settings were loaded from (set by the loader)."""
 

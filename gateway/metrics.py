@@ -16,6 +16,10 @@ _HELP = {
     "railgate_limits_rejected_total": "Requests refused with 429, by kind of limit.",
     "railgate_pacing_waits_total": "Requests held back to stay under a provider's limits.",
     "railgate_pacing_rejected_total": "Requests refused because a provider's queue was full.",
+    "railgate_usage_written_total": "Usage records stored in the ledger.",
+    "railgate_usage_dropped_total": "Usage records lost: the ledger buffer was full, or shutdown"
+    " or the store refused them.",
+    "railgate_usage_write_errors_total": "Ledger writes that failed (records stay buffered).",
 }
 
 

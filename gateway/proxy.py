@@ -101,7 +101,13 @@ class Proxy:
             trace_headers=_trace_headers(headers, request_id),
             user=request.user or headers.get("x-railgate-user"),
         )
-        ticket = await self.limiter.admit(call)
+        try:
+            ticket = await self.limiter.admit(call)
+        except GatewayError as exc:  # refused (429) or no store (503): still a usage record
+            call.status, call.error = exc.status_code, exc.code
+            call.ended = time.perf_counter()
+            self.tasks.spawn(self.sink.record(record_for(call)))
+            raise
         handed_off = False
         try:
             refusal = await self.stages.on_request(call)
@@ -161,10 +167,19 @@ class Proxy:
         upstream: UpstreamRequest,
         paced: bool,
     ) -> T:
-        """The upstream call, after the provider's pacing (refusals are not paced)."""
+        """The upstream call, after the provider's pacing (refusals are not paced).
+        A stream's upstream time ends with the stream (`_finish`), an answer's here."""
         if paced:
             await self.limiter.pace(ticket, call)
-        return await send(upstream)
+        call.upstream_started = time.perf_counter()
+        try:
+            result = await send(upstream)
+        except BaseException:  # failed, timed out or cancelled: the upstream part ended
+            call.upstream_ended = time.perf_counter()
+            raise
+        if not call.request.stream:
+            call.upstream_ended = time.perf_counter()
+        return result
 
     def _upstream_request(self, call: Call) -> UpstreamRequest:
         request = call.request
@@ -221,6 +236,9 @@ class Proxy:
             self._finish(call, ticket)
 
     def _finish(self, call: Call, ticket: Ticket) -> None:
+        call.ended = time.perf_counter()
+        if call.upstream_started is not None and call.upstream_ended is None:
+            call.upstream_ended = call.ended
         self.tasks.spawn(self._settle(call, ticket))
 
     async def _settle(self, call: Call, ticket: Ticket) -> None:

@@ -23,7 +23,9 @@ __all__ = [
     "ChunkView",
     "ClientRequest",
     "CompletionRequest",
+    "CompletionTokensDetails",
     "EmbeddingRequest",
+    "PromptTokensDetails",
     "ReplyView",
     "Usage",
     "parse_request",
@@ -162,10 +164,23 @@ def parse_request(endpoint: Endpoint, raw: bytes) -> ClientRequest:
     return ClientRequest(endpoint=endpoint, typed=typed, body=body)  # type: ignore[arg-type]
 
 
+class PromptTokensDetails(msgspec.Struct):
+    cached_tokens: int | None = None
+    """Prompt tokens served from the provider's prompt cache."""
+
+
+class CompletionTokensDetails(msgspec.Struct):
+    reasoning_tokens: int | None = None
+    """Completion tokens the model spent reasoning (not in the answer text)."""
+
+
 class Usage(msgspec.Struct):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails | None = None
+    """Optional breakdowns; their counts may be null (some OpenAI-compatible servers)."""
 
 
 class ReplyView(msgspec.Struct):

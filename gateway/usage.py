@@ -3,47 +3,33 @@
 Prices are configured in USD per million tokens, which is exactly micro-USD per
 token, so `cost_micro_usd = prompt_tokens * input_price + completion_tokens * output_price`.
 Sinks must not block or fail the request: the proxy hands records over through
-`tasks.spawn()` after the answer has been sent.
+`tasks.spawn()` after the answer has been sent. The default sink is
+`gateway.ledger.sink.LedgerSink`, which writes them to the store's usage ledger.
+
+When the provider was called but reported no usage (the client left mid-stream, the
+stream broke, the provider sends none), the record is `estimated`: prompt tokens are
+the gateway's pre-call estimate (`gateway.limits.tokens`: ~4 characters a token),
+completion tokens 0 (the relay does not count streamed text), and the cost is priced
+from those. This applies to answered calls (status < 400) and client disconnects (499);
+a call that failed (upstream error or status, timeout, a failing rail) is taken as
+unbilled and stays at 0. Budgets (`spend_micro_usd`) count reported usage only.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.call import Call
+from gateway.ledger.records import UsageRecord
+from gateway.limits.tokens import estimate_tokens
 
-__all__ = ["LogSink", "UsageRecord", "UsageSink", "record_for", "spend_micro_usd"]
+__all__ = ["LogSink", "UsageRecord", "UsageSink", "log_record", "record_for", "spend_micro_usd"]
 
 log = logging.getLogger("railgate.usage")
 
-
-@dataclass(frozen=True, slots=True)
-class UsageRecord:
-    request_id: str
-    tenant_id: str
-    key_id: str
-    model: str
-    provider: str
-    endpoint: str
-    stream: bool
-    status: int
-    error: str | None
-    user: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    cost_micro_usd: int
-    latency_ms: float
-    ttft_ms: float | None
-    timestamp: float
-    rails_calls: int = 0
-    """Model calls the rails made for this request (e.g. NeMo self-checks)."""
-    rails_prompt_tokens: int = 0
-    rails_completion_tokens: int = 0
-    rails_cost_micro_usd: int = 0
-    """Cost of those calls, apart from `cost_micro_usd` (the main call)."""
+DISCONNECTED = 499
 
 
 class UsageSink(Protocol):
@@ -51,13 +37,12 @@ class UsageSink(Protocol):
         """Called once per finished call (success, error or disconnect), off the hot path."""
 
 
-class LogSink:
-    """Default sink: one debug line per call with ids, tokens and cost, never content."""
-
-    async def record(self, record: UsageRecord) -> None:
+def log_record(record: UsageRecord) -> None:
+    """One debug line per call with ids, tokens and cost, never content."""
+    if log.isEnabledFor(logging.DEBUG):
         log.debug(
-            "usage request_id=%s tenant=%s key=%s model=%s status=%s tokens=%s/%s cost_micro_usd=%s"
-            " rails_calls=%s rails_cost_micro_usd=%s",
+            "usage request_id=%s tenant=%s key=%s model=%s status=%s tokens=%s/%s"
+            " cost_micro_usd=%s estimated=%s rails_calls=%s rails_cost_micro_usd=%s",
             record.request_id,
             record.tenant_id,
             record.key_id,
@@ -66,9 +51,17 @@ class LogSink:
             record.prompt_tokens,
             record.completion_tokens,
             record.cost_micro_usd,
+            record.estimated,
             record.rails_calls,
             record.rails_cost_micro_usd,
         )
+
+
+class LogSink:
+    """A sink that only logs (`log_record`)."""
+
+    async def record(self, record: UsageRecord) -> None:
+        log_record(record)
 
 
 def _main_cost(call: Call) -> tuple[int, int, int]:
@@ -87,12 +80,47 @@ def spend_micro_usd(call: Call) -> int:
     return _main_cost(call)[2] + sum(c.cost_micro_usd for c in rails)
 
 
+def _guard_summary(call: Call) -> tuple[dict[str, int] | None, bool]:
+    """(finding counts by `<guard>.<action>`, whether a rail blocked)."""
+    blocked = call.error == "content_filter"
+    if call.guards is None or not call.guards.findings:
+        return None, blocked
+    counts: dict[str, int] = {}
+    for finding in call.guards.findings:
+        label = f"{finding.guard}.{finding.action}"
+        counts[label] = counts.get(label, 0) + 1
+        blocked = blocked or finding.action == "blocked"
+    return counts, blocked
+
+
 def record_for(call: Call) -> UsageRecord:
     """Freeze a finished call into a priced record."""
-    now = time.perf_counter()
+    ended = call.ended if call.ended is not None else time.perf_counter()
     prompt, completion, cost = _main_cost(call)
+    usage = call.usage
     model = call.route.model
-    rails = call.guards.model_calls if call.guards is not None else []
+    cached = reasoning = 0
+    estimated = False
+    if usage is not None:
+        details = usage.prompt_tokens_details
+        cached = (details.cached_tokens or 0) if details is not None else 0
+        more = usage.completion_tokens_details
+        reasoning = (more.reasoning_tokens or 0) if more is not None else 0
+    elif call.upstream_started is not None and (call.status < 400 or call.status == DISCONNECTED):
+        estimated = True
+        prompt, completion = estimate_tokens(call.request, 0)[0], 0
+        cost = round(prompt * model.input_price_per_mtok)
+    upstream_ms = None
+    if call.upstream_started is not None and call.upstream_ended is not None:
+        upstream_ms = (call.upstream_ended - call.upstream_started) * 1000
+    latency_ms = (ended - call.started) * 1000
+    rails = call.guards.model_calls if call.guards is not None else None
+    rails_prompt = rails_completion = rails_cost = 0
+    if rails:
+        rails_prompt = sum(c.prompt_tokens for c in rails)
+        rails_completion = sum(c.completion_tokens for c in rails)
+        rails_cost = sum(c.cost_micro_usd for c in rails)
+    actions, blocked = _guard_summary(call)
     return UsageRecord(
         request_id=call.request_id,
         tenant_id=call.caller.tenant.id,
@@ -107,11 +135,21 @@ def record_for(call: Call) -> UsageRecord:
         prompt_tokens=prompt,
         completion_tokens=completion,
         cost_micro_usd=cost,
-        latency_ms=(now - call.started) * 1000,
+        latency_ms=latency_ms,
         ttft_ms=(call.first_byte - call.started) * 1000 if call.first_byte else None,
         timestamp=time.time(),
-        rails_calls=len(rails),
-        rails_prompt_tokens=sum(c.prompt_tokens for c in rails),
-        rails_completion_tokens=sum(c.completion_tokens for c in rails),
-        rails_cost_micro_usd=sum(c.cost_micro_usd for c in rails),
+        rails_calls=len(rails) if rails else 0,
+        rails_prompt_tokens=rails_prompt,
+        rails_completion_tokens=rails_completion,
+        rails_cost_micro_usd=rails_cost,
+        trace_id=call.trace_headers.get("traceparent", "")[3:35],
+        requested_model=call.request.model,
+        upstream_model=model.target,
+        cached_tokens=cached,
+        reasoning_tokens=reasoning,
+        estimated=estimated,
+        upstream_ms=upstream_ms,
+        overhead_ms=latency_ms - (upstream_ms or 0.0),
+        blocked=blocked,
+        guard_actions=actions,
     )

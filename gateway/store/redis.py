@@ -10,6 +10,9 @@ Key layout (`P` is the prefix, `rg` unless the URL says `?prefix=`):
     P:{<tenant>}:rl:…         rate-limit windows, leases, budgets (`gateway.limits.plan`)
     P:{provider:<name>}:pace:… a provider's pacing windows
 
+    P:{<tenant>}:usage:…      the usage ledger: log stream, dedupe sets, day totals
+                              (`gateway.ledger.redis`)
+
 `{<tenant>}` is a Redis Cluster hash tag: everything of one tenant shares a slot,
 so per-tenant Lua scripts touch a single slot. Redis Cluster: add `cluster=true` to
 the URL (`redis://node1:7000/0?cluster=true`); the client discovers the other nodes.
@@ -17,6 +20,8 @@ the URL (`redis://node1:7000/0?cluster=true`); the client discovers the other no
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -25,6 +30,14 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
+from gateway.ledger.records import (
+    DEFAULT_RETENTION,
+    GroupBy,
+    Retention,
+    UsageRecord,
+    UsageTotals,
+)
+from gateway.ledger.redis import RedisLedger
 from gateway.limits.redis import RedisLimits
 from gateway.limits.resp import RespClient
 from gateway.store.base import ApiKey, DuplicateKey, Tenant
@@ -61,6 +74,7 @@ class RedisStore:
         self.prefix = prefix
         self._fast = _fast_client(client)
         self.limits = RedisLimits(client, prefix, self._fast)
+        self._ledger = RedisLedger(client, prefix)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -130,6 +144,21 @@ class RedisStore:
             self._key(key.key_sha256), _enc.encode(msgspec.structs.replace(key, revoked_at=at))
         )
         return True
+
+    async def append_usage(
+        self, records: Sequence[UsageRecord], retention: Retention = DEFAULT_RETENTION
+    ) -> int:
+        return await self._ledger.append_usage(records, retention)
+
+    async def usage_records(
+        self, tenant_id: str, from_ts: float, to_ts: float, limit: int = 1000
+    ) -> list[UsageRecord]:
+        return await self._ledger.usage_records(tenant_id, from_ts, to_ts, limit)
+
+    async def usage_totals(
+        self, tenant_id: str, from_day: dt.date, to_day: dt.date, group_by: GroupBy
+    ) -> list[UsageTotals]:
+        return await self._ledger.usage_totals(tenant_id, from_day, to_day, group_by)
 
 
 def _fast_client(client: aioredis.Redis | RedisCluster) -> RespClient | None:

@@ -1,0 +1,93 @@
+"""The ledger of `memory://`: the same semantics as Redis, in one process's dictionaries.
+
+Per tenant: the log (records in write order, dropped after `Retention.records_s`), the
+ids already written per day (dropped with the day's records) and the day counters
+(`<metric>:<group field>` → value, dropped `Retention.totals_s` after the day ends).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections import deque
+from collections.abc import Sequence
+
+from gateway.ledger.records import (
+    DEFAULT_RETENTION,
+    METRICS,
+    GroupBy,
+    Retention,
+    UsageRecord,
+    UsageTotals,
+    day_end,
+    day_of,
+    days_between,
+    entry_id,
+    group_field,
+    metric_values,
+    sum_fields,
+)
+
+__all__ = ["MemoryLedger"]
+
+
+class MemoryLedger:
+    def __init__(self) -> None:
+        self._log: dict[str, deque[tuple[float, UsageRecord]]] = {}
+        self._seen: dict[tuple[str, dt.date], tuple[float, set[str]]] = {}
+        self._days: dict[tuple[str, dt.date], tuple[float, dict[str, int]]] = {}
+
+    async def append_usage(
+        self, records: Sequence[UsageRecord], retention: Retention = DEFAULT_RETENTION
+    ) -> int:
+        now = time.time()
+        self._expire(now, retention)
+        added = 0
+        for record in records:
+            day = day_of(record.timestamp)
+            key = (record.tenant_id, day)
+            _, seen = self._seen.setdefault(key, (day_end(day) + retention.records_s, set()))
+            rid = entry_id(record)
+            if rid in seen:
+                continue
+            seen.add(rid)
+            self._log.setdefault(record.tenant_id, deque()).append((now, record))
+            _, counters = self._days.setdefault(key, (day_end(day) + retention.totals_s, {}))
+            group = group_field(record)
+            for metric, value in zip(METRICS, metric_values(record), strict=True):
+                if value:
+                    name = f"{metric}:{group}"
+                    counters[name] = counters.get(name, 0) + value
+            added += 1
+        return added
+
+    def _expire(self, now: float, retention: Retention) -> None:
+        oldest = now - retention.records_s
+        for log in self._log.values():
+            while log and log[0][0] < oldest:
+                log.popleft()
+        for table in (self._seen, self._days):
+            for key in [k for k, (expires, _) in table.items() if expires <= now]:
+                del table[key]
+
+    async def usage_records(
+        self, tenant_id: str, from_ts: float, to_ts: float, limit: int = 1000
+    ) -> list[UsageRecord]:
+        found: list[UsageRecord] = []
+        for _, record in self._log.get(tenant_id, ()):
+            if from_ts <= record.timestamp < to_ts:
+                found.append(record)
+                if len(found) >= limit:
+                    break
+        return found
+
+    async def usage_totals(
+        self, tenant_id: str, from_day: dt.date, to_day: dt.date, group_by: GroupBy
+    ) -> list[UsageTotals]:
+        now = time.time()
+        days = []
+        for day in days_between(from_day, to_day):
+            entry = self._days.get((tenant_id, day))
+            if entry is not None and entry[0] > now:
+                days.append((day, entry[1]))
+        return sum_fields(days, group_by)

@@ -1,0 +1,259 @@
+"""The usage ledger's contract, on `memory://` and on the real local Redis.
+
+Each record is kept once, however often it is written; the day totals always equal
+the sums of the records they were built from, grouped by day, model, key or end user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import pytest
+import redis
+
+from gateway.ledger.records import METRICS, Retention, UsageRecord, UsageTotals, day_of
+from gateway.store import MemoryStore, Store
+from tests.conftest import REDIS_URL
+from tests.integration.test_redis_cluster import cluster_port, cluster_store  # noqa: F401
+
+DAY = 86400
+NOW = time.time()
+TODAY = day_of(NOW)
+YESTERDAY = TODAY - dt.timedelta(days=1)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request, redis_store) -> Store:
+    if request.param == "memory":
+        return MemoryStore()
+    return redis_store
+
+
+def make(tenant: str = "acme", **fields: Any) -> UsageRecord:
+    base: dict[str, Any] = {
+        "request_id": f"req-{uuid.uuid4().hex[:12]}",
+        "tenant_id": tenant,
+        "key_id": "key_a",
+        "model": "gpt-test",
+        "provider": "up",
+        "endpoint": "chat/completions",
+        "stream": False,
+        "status": 200,
+        "error": None,
+        "user": None,
+        "prompt_tokens": 11,
+        "completion_tokens": 4,
+        "cost_micro_usd": 67,
+        "latency_ms": 12.5,
+        "ttft_ms": 10.25,
+        "timestamp": NOW,
+        "trace_id": uuid.uuid4().hex,
+        "requested_model": "gpt-test",
+        "upstream_model": "upstream-gpt",
+        "upstream_ms": 9.5,
+        "overhead_ms": 3.0,
+    }
+    base.update(fields)
+    return UsageRecord(**base)
+
+
+def workload(tenant: str = "acme") -> list[UsageRecord]:
+    """Every kind of outcome, two models, two keys, two users and none, two days."""
+    return [
+        make(tenant),
+        make(tenant, stream=True, user="alice", cached_tokens=5, reasoning_tokens=2),
+        make(tenant, key_id="key_b", user="bob", prompt_tokens=100, completion_tokens=50,
+             cost_micro_usd=750, rails_calls=2, rails_cost_micro_usd=30),
+        make(tenant, status=502, error="upstream_status", prompt_tokens=0, completion_tokens=0,
+             cost_micro_usd=0, upstream_ms=1.0),
+        make(tenant, status=400, error="content_filter", blocked=True, prompt_tokens=0,
+             completion_tokens=0, cost_micro_usd=0, upstream_ms=None,
+             guard_actions={"denylist.blocked": 1}),
+        make(tenant, stream=True, blocked=True, error="content_filter", user="alice",
+             guard_actions={"denylist.blocked": 1, "pii.redacted": 2}),
+        make(tenant, status=429, error="upstream_status", model="claude-test", prompt_tokens=0,
+             completion_tokens=0, cost_micro_usd=0),
+        make(tenant, status=499, error="client_disconnected", stream=True, estimated=True,
+             prompt_tokens=8, completion_tokens=0, cost_micro_usd=20, user="bob"),
+        make(tenant, model="claude-test", key_id="key_b", timestamp=NOW - DAY,
+             prompt_tokens=7, completion_tokens=3, cost_micro_usd=66),
+        make(tenant, timestamp=NOW - DAY, user="alice", status=499, error="client_disconnected"),
+    ]  # fmt: skip
+
+
+def expected(records: list[UsageRecord], group_by: str) -> list[UsageTotals]:
+    """The totals computed straight from the records, independently of the ledger."""
+    sums: dict[str | None, dict[str, int]] = defaultdict(lambda: dict.fromkeys(METRICS, 0))
+    for r in records:
+        group = {
+            "day": day_of(r.timestamp).isoformat(),
+            "model": r.model,
+            "key": r.key_id,
+            "user": r.user,
+        }[group_by]
+        row = sums[group]
+        row["requests"] += 1
+        row["prompt_tokens"] += r.prompt_tokens
+        row["completion_tokens"] += r.completion_tokens
+        row["cached_tokens"] += r.cached_tokens
+        row["reasoning_tokens"] += r.reasoning_tokens
+        row["cost_micro_usd"] += r.cost_micro_usd + r.rails_cost_micro_usd
+        row["errors"] += r.status >= 400
+        row["blocked"] += r.blocked
+        row["limited"] += r.status == 429
+        row["disconnected"] += r.status == 499
+    ordered = sorted(sums, key=lambda g: (g is not None, g or ""))
+    return [UsageTotals(group=g, **sums[g]) for g in ordered]
+
+
+async def test_each_record_is_kept_once(store):
+    a, b, c = make(), make(user="alice"), make(stream=True)
+    assert await store.append_usage([a, b]) == 2
+    assert await store.append_usage([a, b, c]) == 1  # a retried batch, one new record
+    assert await store.append_usage([c, c]) == 0
+    assert await store.usage_records("acme", NOW - 1, NOW + 1) == [a, b, c]
+    (total,) = await store.usage_totals("acme", TODAY, TODAY, "day")
+    assert total == UsageTotals(
+        group=TODAY.isoformat(), requests=3, prompt_tokens=33, completion_tokens=12,
+        cost_micro_usd=201,
+    )  # fmt: skip
+
+
+async def test_two_calls_reusing_a_request_id_are_both_kept(store):
+    first = make(request_id="client-chosen")
+    again = make(request_id="client-chosen", timestamp=NOW + 0.5)
+    assert await store.append_usage([first]) == 1
+    assert await store.append_usage([again, first]) == 1
+    assert await store.usage_records("acme", NOW - 1, NOW + 1) == [first, again]
+
+
+async def test_records_round_trip_every_field(store):
+    full = make(
+        stream=True, user="u-1", cached_tokens=3, reasoning_tokens=4, estimated=True,
+        rails_calls=1, rails_prompt_tokens=5, rails_completion_tokens=6, rails_cost_micro_usd=7,
+        blocked=True, guard_actions={"pii.redacted": 2}, ttft_ms=None, upstream_ms=None,
+    )  # fmt: skip
+    await store.append_usage([full])
+    assert await store.usage_records("acme", NOW - 1, NOW + 1) == [full]
+
+
+@pytest.mark.parametrize("group_by", ["day", "model", "key", "user"])
+async def test_totals_equal_the_sum_of_the_records(store, group_by):
+    records = workload()
+    for i in range(0, len(records), 3):  # several batches, some written twice
+        await store.append_usage(records[i : i + 3])
+        await store.append_usage(records[: i + 3])
+    await store.append_usage(workload("other"))  # another tenant changes nothing here
+    assert await store.usage_totals("acme", YESTERDAY, TODAY, group_by) == expected(
+        records, group_by
+    )
+
+
+async def test_totals_of_a_mixed_workload_exactly(store):
+    await store.append_usage(workload())
+    by_model = await store.usage_totals("acme", YESTERDAY, TODAY, "model")
+    assert by_model == [
+        UsageTotals(group="claude-test", requests=2, prompt_tokens=7, completion_tokens=3,
+                    cost_micro_usd=66, errors=1, limited=1),
+        UsageTotals(group="gpt-test", requests=8, prompt_tokens=152, completion_tokens=66,
+                    cached_tokens=5, reasoning_tokens=2, cost_micro_usd=1068, errors=4,
+                    blocked=2, disconnected=2),
+    ]  # fmt: skip
+
+
+async def test_totals_cover_only_the_days_asked(store):
+    records = workload()
+    await store.append_usage(records)
+    today = [r for r in records if day_of(r.timestamp) == TODAY]
+    assert await store.usage_totals("acme", TODAY, TODAY, "key") == expected(today, "key")
+    far = TODAY + dt.timedelta(days=5)
+    assert await store.usage_totals("acme", far, far, "day") == []
+    assert await store.usage_totals("nobody", YESTERDAY, TODAY, "day") == []
+
+
+async def test_records_by_time_range_in_write_order_with_limit(store):
+    old, mid, new = make(timestamp=NOW - 20), make(timestamp=NOW - 10), make(timestamp=NOW)
+    await store.append_usage([old, mid])
+    await store.append_usage([new, make("other", timestamp=NOW)])
+    assert await store.usage_records("acme", NOW - 30, NOW + 1) == [old, mid, new]
+    assert await store.usage_records("acme", NOW - 15, NOW) == [mid]
+    assert await store.usage_records("acme", NOW - 30, NOW + 1, limit=2) == [old, mid]
+    assert await store.usage_records("acme", NOW + 1, NOW + 2) == []
+
+
+async def test_records_leave_the_log_after_their_retention_totals_stay(store):
+    short = Retention(records_s=1, totals_s=30 * DAY)
+    first = make()
+    await store.append_usage([first], short)
+    await asyncio.sleep(1.1)
+    second = make(timestamp=time.time())
+    await store.append_usage([second], short)
+    assert await store.usage_records("acme", NOW - 1, time.time() + 1) == [second]
+    (total,) = await store.usage_totals("acme", TODAY, day_of(time.time()), "model")
+    assert total.requests == 2
+
+
+async def test_totals_past_their_retention_are_gone(store):
+    long_ago = NOW - 10 * DAY
+    await store.append_usage([make(timestamp=long_ago)], Retention(records_s=DAY, totals_s=DAY))
+    day = day_of(long_ago)
+    assert await store.usage_totals("acme", day, day, "day") == []
+
+
+async def test_many_records_in_one_batch(store):
+    records = [make(user=f"u{i % 7}", timestamp=NOW - i / 1000) for i in range(1200)]
+    assert await store.append_usage(records) == 1200
+    assert await store.append_usage(records) == 0
+    assert await store.usage_totals("acme", YESTERDAY, TODAY, "user") == expected(records, "user")
+    found = await store.usage_records("acme", NOW - 5, NOW + 1, limit=5000)
+    assert found == records
+
+
+async def test_redis_layout_one_slot_per_tenant_with_expiry(redis_store):
+    await redis_store.append_usage(workload())
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        names = sorted(k.decode() for k in client.scan_iter(match=f"{redis_store.prefix}:*"))
+        p = redis_store.prefix
+        assert names == sorted(
+            f"{p}:{{acme}}:usage:{name}"
+            for name in (
+                "log",
+                f"ids:{YESTERDAY}",
+                f"ids:{TODAY}",
+                f"day:{YESTERDAY}",
+                f"day:{TODAY}",
+            )
+        )
+        end_of_today = (
+            int(dt.datetime(TODAY.year, TODAY.month, TODAY.day, tzinfo=dt.UTC).timestamp()) + DAY
+        )
+        assert client.expiretime(f"{p}:{{acme}}:usage:ids:{TODAY}") == end_of_today + 30 * DAY
+        assert client.expiretime(f"{p}:{{acme}}:usage:day:{TODAY}") == end_of_today + 400 * DAY
+        assert client.xlen(f"{p}:{{acme}}:usage:log") == 10
+    finally:
+        client.close()
+
+
+def test_records_are_plain_ids_and_counts():
+    fields = {f.name for f in dataclasses.fields(UsageRecord)}
+    assert not fields & {"prompt", "messages", "answer", "content", "key", "api_key"}
+
+
+async def test_the_ledger_works_on_redis_cluster(cluster_store):  # noqa: F811 (a fixture)
+    """Each tenant batch is one script on one slot: no CROSSSLOT on a real cluster."""
+    records = workload() + workload("bravo")
+    assert await cluster_store.append_usage(records) == 20
+    assert await cluster_store.append_usage(records) == 0
+    for tenant in ("acme", "bravo"):
+        mine = [r for r in records if r.tenant_id == tenant]
+        assert await cluster_store.usage_totals(tenant, YESTERDAY, TODAY, "user") == expected(
+            mine, "user"
+        )
+        assert await cluster_store.usage_records(tenant, NOW - 2 * DAY, NOW + 1) == mine
