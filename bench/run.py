@@ -33,9 +33,10 @@ from floor import BENCH_KEY
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-TARGETS = ("upstream", "floor", "railgate", "railgate-pii", "railgate-limits")
+TARGETS = ("upstream", "floor", "railgate", "railgate-pii", "railgate-redis", "railgate-limits")
 DEFAULT_TARGETS = ("upstream", "floor", "railgate")
-RAILGATES = ("railgate", "railgate-pii", "railgate-limits")
+RAILGATES = ("railgate", "railgate-pii", "railgate-redis", "railgate-limits")
+ON_REDIS = ("railgate-redis", "railgate-limits")
 PROMPTS = {"plain": "post.lua", "pii": "post_pii.lua"}  # wrk scripts in bench/
 PII_ENTITIES = 5  # PII values per request in post_pii.lua
 RAILGATE_SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
@@ -403,7 +404,7 @@ def start_proxy(
         config = workdir / f"{target}.yaml"
         key_sha256 = hashlib.sha256(BENCH_KEY.encode()).hexdigest()
         policy = {"railgate-pii": PII_POLICY, "railgate-limits": LIMITS}.get(target, "")
-        store = redis_url if target == "railgate-limits" else "memory://"
+        store = redis_url if target in ON_REDIS else "memory://"
         config.write_text(
             RAILGATE_CONFIG.format(
                 port=port, upstream=upstream, key_sha256=key_sha256, policy=policy, store=store
@@ -476,7 +477,7 @@ def plan(targets: list[str]) -> list[tuple[str, str]]:
     runs: list[tuple[str, str]] = []
     for target in targets:
         if target == "railgate":
-            if not pii or {"upstream", "floor", "railgate-limits"} & set(targets):
+            if not pii or {"upstream", "floor"} & set(targets):
                 runs.append((target, "plain"))
             if pii:
                 runs.append((target, "pii"))
@@ -496,9 +497,9 @@ def medians(results: list[Result]) -> list[Result]:
 COMPARISONS = {  # name: (target, baseline), both on the same prompt
     "railgate/floor": (("railgate", "plain"), ("floor", "plain")),
     "railgate-pii/railgate": (("railgate-pii", "pii"), ("railgate", "pii")),
-    "railgate-limits/railgate": (("railgate-limits", "plain"), ("railgate", "plain")),
+    "railgate-limits/railgate-redis": (("railgate-limits", "plain"), ("railgate-redis", "plain")),
 }
-GOALS = {"railgate-limits/railgate": GOAL_LIMITS_RATIO}
+GOALS = {"railgate-limits/railgate-redis": GOAL_LIMITS_RATIO}
 
 
 def paired(results: list[Result], name: str) -> dict[int, list[tuple[Result, Result]]]:
@@ -573,7 +574,7 @@ def report(facts: dict[str, str], results: list[Result], args: argparse.Namespac
     labels = {
         "railgate/floor": "Railgate/floor throughput",
         "railgate-pii/railgate": "Railgate PII on/off throughput (pii prompt)",
-        "railgate-limits/railgate": "Railgate limits on (Redis)/off throughput",
+        "railgate-limits/railgate-redis": "Railgate limits on/off throughput (both on Redis)",
     }
     for name, per_c in ratios(results).items():
         goal = GOALS.get(name, GOAL_RATIO)
@@ -585,7 +586,7 @@ def report(facts: dict[str, str], results: list[Result], args: argparse.Namespac
                 f"- {labels[name]} at c={c}: **{ratio:.2f}x** "
                 f"({verdict} the {goal}x goal; per round: {rounds})"
             )
-    for c, pairs in paired(results, "railgate-limits/railgate").items():
+    for c, pairs in paired(results, "railgate-limits/railgate-redis").items():
         p99 = ", ".join(f"{a.p99_ms:.2f} vs {b.p99_ms:.2f}" for a, b in pairs)
         p50 = ", ".join(f"{a.p50_ms - b.p50_ms:+.2f}" for a, b in pairs)
         lines.append(
@@ -618,7 +619,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--limits",
         action="store_true",
-        help="add railgate-limits (Redis store, every limit on) and its no-limit baseline",
+        help="add railgate-limits (Redis store, every limit on) and railgate-redis (no limits)",
     )
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
     parser.add_argument(
@@ -639,7 +640,7 @@ def parse_args() -> argparse.Namespace:
     if args.pii:
         wanted |= {"railgate", "railgate-pii"}
     if args.limits:
-        wanted |= {"railgate", "railgate-limits"}
+        wanted |= set(ON_REDIS)
     args.targets = [t for t in TARGETS if t in wanted]
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     if not args.targets or min(args.duration, args.warmup, args.rounds) < 1:
@@ -667,7 +668,8 @@ def main() -> int:
             nginx, upstream = start_nginx(procs, workdir)
             smoke_test("upstream", upstream, check_auth=False)
             endpoints: dict[str, tuple[int | None, str]] = {"upstream": (None, upstream)}
-            redis_url = start_redis(procs, workdir) if "railgate-limits" in args.targets else ""
+            on_redis = set(ON_REDIS) & set(args.targets)
+            redis_url = start_redis(procs, workdir) if on_redis else ""
             for target in args.targets:
                 if target != "upstream":
                     proxy, base = start_proxy(procs, target, upstream, workdir, redis_url)

@@ -45,6 +45,7 @@ from gateway.ledger.records import (
     metric_values,
     sum_fields,
 )
+from gateway.limits.batch import AutoPipeline
 
 __all__ = ["RedisLedger"]
 
@@ -89,10 +90,16 @@ _dec = msgspec.json.Decoder(UsageRecord)
 
 
 class RedisLedger:
-    def __init__(self, client: Redis | RedisCluster, prefix: str) -> None:
+    """`batch` (shared with the limits) runs the appends: they ride along with the
+    admissions' round trips over the store's lean connection instead of costing their own."""
+
+    def __init__(
+        self, client: Redis | RedisCluster, prefix: str, batch: AutoPipeline | None = None
+    ) -> None:
         self._r = client
         self._prefix = prefix
         self._append = client.register_script(APPEND)
+        self._batch = batch or AutoPipeline(client)
 
     def _key(self, tenant_id: str, name: str) -> str:
         return f"{self._prefix}:{{{tenant_id}}}:usage:{name}"
@@ -106,7 +113,7 @@ class RedisLedger:
         added = 0
         for tenant_id, batch in by_tenant.items():
             keys, args = self._script_args(tenant_id, batch, retention)
-            added += int(await self._append(keys=keys, args=args))
+            added += int(await self._batch.call(self._append, keys, args, urgent=False))
         return added
 
     def _script_args(

@@ -23,7 +23,6 @@ from redis.asyncio.cluster import RedisCluster
 
 from gateway.limits.backend import Settlement
 from gateway.limits.batch import AutoPipeline
-from gateway.limits.resp import RespClient
 from gateway.limits.rules import TOKENS, PaceVerdict, Rule, Verdict
 
 __all__ = ["RedisLimits"]
@@ -41,10 +40,10 @@ def _script(name: str) -> str:
 
 class RedisLimits:
     def __init__(
-        self, client: Redis | RedisCluster, prefix: str, fast: RespClient | None = None
+        self, client: Redis | RedisCluster, prefix: str, batch: AutoPipeline | None = None
     ) -> None:
         self._prefix = prefix + ":"
-        self._batch = AutoPipeline(client, fast=fast)
+        self._batch = batch or AutoPipeline(client)
         self._admit = client.register_script(_script("admit.lua"))
         self._settle = client.register_script(_script("settle.lua"))
         self._renew = client.register_script(_script("renew.lua"))

@@ -38,6 +38,7 @@ from gateway.ledger.records import (
     UsageTotals,
 )
 from gateway.ledger.redis import RedisLedger
+from gateway.limits.batch import AutoPipeline
 from gateway.limits.redis import RedisLimits
 from gateway.limits.resp import RespClient
 from gateway.store.base import ApiKey, DuplicateKey, Tenant
@@ -73,8 +74,9 @@ class RedisStore:
         self._r = client
         self.prefix = prefix
         self._fast = _fast_client(client)
-        self.limits = RedisLimits(client, prefix, self._fast)
-        self._ledger = RedisLedger(client, prefix)
+        scripts = AutoPipeline(client, fast=self._fast)  # limits and ledger share trips
+        self.limits = RedisLimits(client, prefix, scripts)
+        self._ledger = RedisLedger(client, prefix, scripts)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
