@@ -33,7 +33,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar, cast
 
 import msgspec
@@ -72,6 +72,12 @@ class GuardSlot:
     timeout_s: float | None = 1.0
     """Deadline for this guard's pass over the texts of one stage; None: no deadline.
     Not armed for an `inline` guard (one that never awaits): nothing could interrupt it."""
+    plain: bool = field(init=False, repr=False, compare=False)
+    """The guard checks text by text (`check`), not whole conversations (`check_all`)."""
+
+    def __post_init__(self) -> None:
+        # getattr, not isinstance: a runtime Protocol check costs ~11 us (done once here).
+        object.__setattr__(self, "plain", getattr(self.guard, "check_all", None) is None)
 
     @property
     def parallel(self) -> bool:
@@ -215,13 +221,13 @@ class GuardPipeline:
         deadline = asyncio.timeout(limit) if limit is not None else None
         started = time.perf_counter()
         try:
-            async with deadline or contextlib.nullcontext():
-                # getattr, not isinstance: a runtime Protocol check costs ~11 us.
-                if getattr(slot.guard, "check_all", None) is not None:
-                    guard = cast(ConversationGuard, slot.guard)
-                    result = await self._check_all(slot, guard, texts, roles, stage, ctx)
-                else:
-                    result = [await self._check(slot, text, stage, ctx) for text in texts]
+            if deadline is None and not slot.shadow and slot.plain:
+                # The usual slot (an inline guard, e.g. `pii`): straight to its checks.
+                check = slot.guard.check
+                result = [await check(text, stage, ctx) for text in texts]
+            else:
+                async with deadline or contextlib.nullcontext():
+                    result = await self._run_guard(slot, texts, roles, stage, ctx)
         except Blocked:
             raise
         except Exception as exc:
@@ -235,6 +241,14 @@ class GuardPipeline:
             _take_back(ctx, len(ctx.findings), vault)
             return texts
         return result
+
+    async def _run_guard(
+        self, slot: GuardSlot, texts: list[str], roles: list[str], stage: Stage, ctx: GuardContext
+    ) -> list[str]:
+        if not slot.plain:
+            guard = cast(ConversationGuard, slot.guard)
+            return await self._check_all(slot, guard, texts, roles, stage, ctx)
+        return [await self._check(slot, text, stage, ctx) for text in texts]
 
     @staticmethod
     async def _check_all(

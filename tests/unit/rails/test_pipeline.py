@@ -155,6 +155,33 @@ async def test_error_with_on_error_allow_leaves_no_trace(caplog: pytest.LogCaptu
     assert "second" not in caplog.text
 
 
+@pytest.mark.parametrize("inline", [True, False])
+async def test_a_slot_without_deadline_keeps_the_failure_policy(inline: bool) -> None:
+    """Inline guards (and `timeout_s: None`) skip the deadline: same results otherwise."""
+
+    class Inline(FakeGuard):
+        inline = True  # never awaits: no deadline is armed
+
+    kind = Inline if inline else FakeGuard
+    timeout = 1.0 if inline else None
+    ok = kind("ok", rewrite={"a": "A"})
+    ctx = make_ctx()
+    pipeline = GuardPipeline([GuardSlot(ok, timeout_s=timeout)])
+    assert pipeline.input[0].deadline_s is None
+    assert await pipeline.run("input", ["a", "b"], ctx) == ["A", "b"]
+    assert [f.action for f in ctx.findings] == ["redacted"]
+    assert ok.calls == ["ok:input:a", "ok:input:b"] and ctx.timings_ms["ok"] >= 0
+    broken = kind("broken", error=RuntimeError("boom"))
+    allow = GuardPipeline([GuardSlot(broken, on_error="allow", timeout_s=timeout)])
+    assert await allow.run("input", ["x"], make_ctx()) == ["x"]
+    assert allow.errors == {("broken", "error"): 1}
+    with pytest.raises(GuardFailed):
+        await GuardPipeline([GuardSlot(broken, timeout_s=timeout)]).run("input", ["x"], ctx)
+    with pytest.raises(Blocked):
+        blocker = kind("blocker", block_on="x")
+        await GuardPipeline([GuardSlot(blocker, timeout_s=timeout)]).run("input", ["x"], ctx)
+
+
 # --- shadow ----------------------------------------------------------------------------
 
 
