@@ -51,6 +51,8 @@ _enc = msgspec.json.Encoder()
 
 
 _OURS = ("prefix", "cluster")
+LEDGER_DEADLINE_S = 2.0
+"""Deadline of one ledger append (the sink retries; appends are idempotent)."""
 
 
 def split_prefix(url: str) -> tuple[str, str]:
@@ -73,10 +75,12 @@ class RedisStore:
     def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str = "rg") -> None:
         self._r = client
         self.prefix = prefix
-        self._fast = _fast_client(client)
-        scripts = AutoPipeline(client, fast=self._fast)  # limits and ledger share trips
-        self.limits = RedisLimits(client, prefix, scripts)
-        self._ledger = RedisLedger(client, prefix, scripts)
+        # Two lean connections: the ledger's long appends never queue ahead of an
+        # admission on the same socket.
+        self._fast = [_fast_client(client), _fast_client(client)]
+        self.limits = RedisLimits(client, prefix, AutoPipeline(client, fast=self._fast[0]))
+        ledger_scripts = AutoPipeline(client, deadline_s=LEDGER_DEADLINE_S, fast=self._fast[1])
+        self._ledger = RedisLedger(client, prefix, ledger_scripts)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -103,8 +107,9 @@ class RedisStore:
             return False
 
     async def close(self) -> None:
-        if self._fast is not None:
-            self._fast.close()
+        for fast in self._fast:
+            if fast is not None:
+                fast.close()
         await self._r.aclose()
 
     async def put_tenant(self, tenant: Tenant) -> None:
