@@ -46,7 +46,9 @@ class LimitedUpstream:
         with self.lock:
             self.delay_s, self.hang, self.rpm, self.fail_status = 0.0, False, None, None
             self.usage = (10, 5)
-            self.served = self.refused = self.in_flight = self.max_in_flight = 0
+            # `in_flight` is a live gauge: an earlier test's handler may still be running.
+            self.served = self.refused = 0
+            self.max_in_flight = self.in_flight
             self.disconnects = 0
             self._times.clear()
 
@@ -81,12 +83,15 @@ class LimitedUpstream:
         with self.lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        counted = False
         try:
             if self.hang:
                 while (await receive())["type"] != "http.disconnect":
                     pass
-                with self.lock:
+                with self.lock:  # no longer in flight once the disconnect is counted
+                    self.in_flight -= 1
                     self.disconnects += 1
+                counted = True
                 return
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
@@ -114,8 +119,9 @@ class LimitedUpstream:
             with self.lock:
                 self.served += 1
         finally:
-            with self.lock:
-                self.in_flight -= 1
+            if not counted:
+                with self.lock:
+                    self.in_flight -= 1
 
     async def _stream(
         self,
