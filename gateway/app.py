@@ -85,7 +85,7 @@ def create_app(
         limiter = store_limiter
     ledger: LedgerSink | None = None
     if sink is None:
-        sink = ledger = LedgerSink(store, settings.ledger, counters)
+        sink = ledger = LedgerSink(store.ledger, settings.ledger, counters)
     auth = Authenticator(settings, store)
     proxy = Proxy(
         auth=auth,

@@ -2,7 +2,7 @@
 
     record()  (per call, off the response path)  → append to a bounded deque, O(1)
     writer    (one task per process)             → every `flush_interval_ms`, or at once
-              when a batch is full: `store.append_usage(batch)`, then drop the batch
+              when a batch is full: `ledger.append_usage(batch)`, then drop the batch
 
 A failed or timed-out write keeps its records at the head of the buffer and is retried
 after a backoff (50 ms doubling to `retry_max_ms`): nothing is lost while the store is
@@ -25,9 +25,9 @@ from itertools import islice
 from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.config import LedgerSettings
+from gateway.ledger.backend import Ledger
 from gateway.ledger.records import Retention, UsageRecord
 from gateway.metrics import Counters
-from gateway.store.base import Store
 from gateway.usage import log_record
 
 __all__ = ["LedgerSink"]
@@ -40,8 +40,8 @@ _UNREACHABLE = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
 class LedgerSink:
-    def __init__(self, store: Store, settings: LedgerSettings, counters: Counters) -> None:
-        self._store = store
+    def __init__(self, ledger: Ledger, settings: LedgerSettings, counters: Counters) -> None:
+        self._ledger = ledger
         self._settings = settings
         self._counters = counters
         self._retention = Retention(
@@ -125,7 +125,7 @@ class LedgerSink:
             batch = list(islice(self._buffer, size))
             try:
                 async with asyncio.timeout(self._settings.write_timeout_ms / 1000):
-                    await self._store.append_usage(batch, self._retention)
+                    await self._ledger.append_usage(batch, self._retention)
             except _UNREACHABLE as exc:
                 self._counters.inc("railgate_usage_write_errors_total")
                 if not self._down:

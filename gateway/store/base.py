@@ -3,24 +3,17 @@
 One store URL picks the implementation: `memory://` for a single process and
 `redis://` / `rediss://` for replicas. Both pass `tests/integration/test_store_contract.py`.
 Records are msgspec structs; keys are stored only as the SHA-256 of the secret.
-The usage ledger (`gateway.ledger`) keeps its records and day totals here too.
+A store also carries the rate-limit counters (`store.limits`) and the usage ledger
+(`store.ledger`), each behind its own interface.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Sequence
 from typing import Protocol
 
 import msgspec
 
-from gateway.ledger.records import (
-    DEFAULT_RETENTION,
-    GroupBy,
-    Retention,
-    UsageRecord,
-    UsageTotals,
-)
+from gateway.ledger.backend import Ledger
 from gateway.limits.backend import LimitBackend
 from gateway.limits.spec import Limits, ModelLimits
 
@@ -69,6 +62,10 @@ class Store(Protocol):
     def limits(self) -> LimitBackend:
         """Counters of rate limits, budgets and pacing, kept in this store."""
 
+    @property
+    def ledger(self) -> Ledger:
+        """The usage ledger (records and per-tenant totals), kept in this store."""
+
     async def ping(self) -> bool:
         """True when the backend answers; used by `/readyz`."""
 
@@ -94,24 +91,3 @@ class Store(Protocol):
 
     async def revoke_key(self, tenant_id: str, key_id: str, at: float) -> bool:
         """Mark a key revoked; False when the tenant has no such key."""
-
-    async def append_usage(
-        self, records: Sequence[UsageRecord], retention: Retention = DEFAULT_RETENTION
-    ) -> int:
-        """Write finished calls to the ledger, each once (a record already written is
-        skipped, see `ledger.records.entry_id`), and in the same atomic step add them to
-        their tenant's day totals. Returns how many were new. Called by `LedgerSink`'s
-        writer, never on the request path; raises when the store is unreachable."""
-
-    async def usage_records(
-        self, tenant_id: str, from_ts: float, to_ts: float, limit: int = 1000
-    ) -> list[UsageRecord]:
-        """A tenant's retained records with `from_ts <= timestamp < to_ts`, in write
-        order, at most `limit`."""
-
-    async def usage_totals(
-        self, tenant_id: str, from_day: dt.date, to_day: dt.date, group_by: GroupBy
-    ) -> list[UsageTotals]:
-        """A tenant's totals over the UTC days `from_day`..`to_day` (both included), one
-        row per `group_by` value (calls without an end user group as None, first), read
-        from the day aggregates, never from raw records."""

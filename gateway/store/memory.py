@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Sequence
-
 import msgspec
 
 from gateway.ledger.memory import MemoryLedger
-from gateway.ledger.records import (
-    DEFAULT_RETENTION,
-    GroupBy,
-    Retention,
-    UsageRecord,
-    UsageTotals,
-)
 from gateway.limits.memory import MemoryLimits
 from gateway.store.base import ApiKey, DuplicateKey, Tenant
 
@@ -26,7 +16,7 @@ class MemoryStore:
         self._tenants: dict[str, Tenant] = {}
         self._keys: dict[str, ApiKey] = {}
         self.limits = MemoryLimits()
-        self._ledger = MemoryLedger()
+        self.ledger = MemoryLedger()
 
     async def ping(self) -> bool:
         return True
@@ -61,18 +51,3 @@ class MemoryStore:
                 self._keys[digest] = msgspec.structs.replace(key, revoked_at=at)
                 return True
         return False
-
-    async def append_usage(
-        self, records: Sequence[UsageRecord], retention: Retention = DEFAULT_RETENTION
-    ) -> int:
-        return await self._ledger.append_usage(records, retention)
-
-    async def usage_records(
-        self, tenant_id: str, from_ts: float, to_ts: float, limit: int = 1000
-    ) -> list[UsageRecord]:
-        return await self._ledger.usage_records(tenant_id, from_ts, to_ts, limit)
-
-    async def usage_totals(
-        self, tenant_id: str, from_day: dt.date, to_day: dt.date, group_by: GroupBy
-    ) -> list[UsageTotals]:
-        return await self._ledger.usage_totals(tenant_id, from_day, to_day, group_by)

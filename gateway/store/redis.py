@@ -20,8 +20,6 @@ the URL (`redis://node1:7000/0?cluster=true`); the client discovers the other no
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -30,13 +28,6 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
-from gateway.ledger.records import (
-    DEFAULT_RETENTION,
-    GroupBy,
-    Retention,
-    UsageRecord,
-    UsageTotals,
-)
 from gateway.ledger.redis import RedisLedger
 from gateway.limits.batch import AutoPipeline
 from gateway.limits.redis import RedisLimits
@@ -80,7 +71,7 @@ class RedisStore:
         self._fast = [_fast_client(client), _fast_client(client)]
         self.limits = RedisLimits(client, prefix, AutoPipeline(client, fast=self._fast[0]))
         ledger_scripts = AutoPipeline(client, deadline_s=LEDGER_DEADLINE_S, fast=self._fast[1])
-        self._ledger = RedisLedger(client, prefix, ledger_scripts)
+        self.ledger = RedisLedger(client, prefix, ledger_scripts)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -151,21 +142,6 @@ class RedisStore:
             self._key(key.key_sha256), _enc.encode(msgspec.structs.replace(key, revoked_at=at))
         )
         return True
-
-    async def append_usage(
-        self, records: Sequence[UsageRecord], retention: Retention = DEFAULT_RETENTION
-    ) -> int:
-        return await self._ledger.append_usage(records, retention)
-
-    async def usage_records(
-        self, tenant_id: str, from_ts: float, to_ts: float, limit: int = 1000
-    ) -> list[UsageRecord]:
-        return await self._ledger.usage_records(tenant_id, from_ts, to_ts, limit)
-
-    async def usage_totals(
-        self, tenant_id: str, from_day: dt.date, to_day: dt.date, group_by: GroupBy
-    ) -> list[UsageTotals]:
-        return await self._ledger.usage_totals(tenant_id, from_day, to_day, group_by)
 
 
 def _fast_client(client: aioredis.Redis | RedisCluster) -> RespClient | None:

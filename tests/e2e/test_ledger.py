@@ -6,20 +6,15 @@ new records and counts them; shutdown writes what is still buffered."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import signal
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from gateway.app import asgi_app, create_app
 from gateway.config import parse_settings
@@ -30,8 +25,8 @@ from tests.clients import streamed_chat
 from tests.conftest import REDIS_URL, UPSTREAM_KEY, UPSTREAM_KEY_ENV, gateway_config
 from tests.fakes import FakeUpstream
 from tests.integration.test_ledger_contract import expected
-from tests.local_redis import pings, redis_prefix
-from tests.servers import ServerThread, free_port, wait_until
+from tests.local_redis import OwnRedis, own_redis_server, redis_prefix
+from tests.servers import ServerThread
 
 KEY = "rg-ledger-" + "c" * 40
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -78,10 +73,12 @@ async def ledger_of(
     deadline = time.monotonic() + within
     while True:
         now = time.time()
-        found = await store.usage_records(tenant, now - 600, now + 1, limit=10_000)
+        found = await store.ledger.usage_records(tenant, now - 600, now + 1, limit=10_000)
         if len(found) >= count:
             await asyncio.sleep(0.3)
-            return await store.usage_records(tenant, now - 600, time.time() + 1, limit=10_000)
+            return await store.ledger.usage_records(
+                tenant, now - 600, time.time() + 1, limit=10_000
+            )
         assert time.monotonic() < deadline, f"{len(found)} of {count} records in the ledger"
         await asyncio.sleep(0.05)
 
@@ -90,7 +87,7 @@ async def assert_totals_match(store: RedisStore, tenant: str, records: list[Usag
     now = time.time()
     first, last = day_of(now - 600), day_of(now + 1)
     for group_by in ("day", "model", "key", "user"):
-        assert await store.usage_totals(tenant, first, last, group_by) == expected(
+        assert await store.ledger.usage_totals(tenant, first, last, group_by) == expected(
             records, group_by
         )
 
@@ -163,7 +160,7 @@ async def test_mixed_workload_totals_equal_the_records(
     assert disconnected.error == "client_disconnected" and disconnected.estimated
     assert disconnected.prompt_tokens == 3 + 4 + 1
     await assert_totals_match(store, tenant, records)
-    (total,) = await store.usage_totals(
+    (total,) = await store.ledger.usage_totals(
         tenant, day_of(time.time() - 600), day_of(time.time()), "key"
     )
     assert (total.requests, total.errors, total.blocked, total.limited, total.disconnected) == (
@@ -189,7 +186,7 @@ async def test_calls_refused_at_admission_are_recorded_as_limited(
     assert (limited.prompt_tokens, limited.completion_tokens, limited.cost_micro_usd) == (0, 0, 0)
     assert not limited.estimated  # never sent upstream: nothing to estimate
     await assert_totals_match(store, tenant, records)
-    (total,) = await store.usage_totals(
+    (total,) = await store.ledger.usage_totals(
         tenant, day_of(time.time() - 600), day_of(time.time()), "key"
     )
     assert (total.requests, total.errors, total.limited) == (2, 1, 1)
@@ -203,7 +200,9 @@ async def test_shutdown_writes_the_buffer(upstream: FakeUpstream, shared_redis) 
             ids = [(await chat(http, gw)).headers["x-request-id"] for _ in range(5)]
             await asyncio.sleep(0.2)
             now = time.time()
-            assert await store.usage_records(tenant, now - 60, now + 1) == []  # still buffered
+            assert (
+                await store.ledger.usage_records(tenant, now - 60, now + 1) == []
+            )  # still buffered
     records = await ledger_of(store, tenant, 5, within=1.0)  # written while shutting down
     assert sorted(r.request_id for r in records) == sorted(ids)
 
@@ -211,58 +210,14 @@ async def test_shutdown_writes_the_buffer(upstream: FakeUpstream, shared_redis) 
 # ============================================================= a Redis of our own
 
 
-@dataclass
-class DurableRedis:
-    """A `redis-server` of this test that keeps every acknowledged write (AOF, fsync
-    always), so killing it loses only what was never answered."""
-
-    port: int
-    workdir: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary is not None
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-             "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        proc = self.proc
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
-        try:
-            up = wait_until(lambda: pings(client), time.monotonic() + 5, every=0.02,
-                            alive=lambda: proc.poll() is None)  # fmt: skip
-        finally:
-            client.close()
-        assert up, f"redis-server did not start (exit status {proc.poll()})"
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=5)
-        self.proc = None
-
-
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[DurableRedis]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    server = DurableRedis(free_port(), tmp_path)
-    server.start()
-    try:
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    with own_redis_server(durable=tmp_path) as server:
         yield server
-    finally:
-        server.kill()
 
 
 async def test_redis_killed_mid_load_loses_and_duplicates_nothing(
-    upstream: FakeUpstream, own_redis: DurableRedis
+    upstream: FakeUpstream, own_redis: OwnRedis
 ) -> None:
     tenant = "durable"
     ids: list[str] = []
@@ -303,7 +258,7 @@ async def test_redis_killed_mid_load_loses_and_duplicates_nothing(
 
 
 async def test_a_full_buffer_drops_new_records_and_counts_them(
-    upstream: FakeUpstream, own_redis: DurableRedis
+    upstream: FakeUpstream, own_redis: OwnRedis
 ) -> None:
     tenant = "overflow"
     store = RedisStore.from_url(own_redis.url)

@@ -15,9 +15,6 @@ import asyncio
 import calendar
 import math
 import re
-import shutil
-import signal
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -45,8 +42,8 @@ from tests.conftest import (
 )
 from tests.fakes import FakeUpstream
 from tests.limited_upstream import LimitedUpstream
-from tests.local_redis import pings, redis_prefix
-from tests.servers import ServerThread, free_port, wait_until
+from tests.local_redis import OwnRedis, own_redis_server, redis_prefix
+from tests.servers import ServerThread
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 MAX_TOKENS = 16
@@ -675,59 +672,10 @@ async def test_lease_returns_after_upstream_error_and_sequential_calls_never_col
 # ============================================================================ 6. fail modes
 
 
-@dataclass
-class OwnRedis:
-    port: int
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary is not None
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        proc = self.proc
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
-        try:
-            up = wait_until(
-                lambda: pings(client),
-                time.monotonic() + 5,
-                every=0.02,
-                alive=lambda: proc.poll() is None,
-            )
-        finally:
-            client.close()
-        assert up, f"redis-server did not start (exit status {proc.poll()})"
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()  # SIGKILL also ends a stopped process
-            self.proc.wait(timeout=5)
-        self.proc = None
-
-    def pause(self) -> None:
-        """SIGSTOP: connections stay open, nothing is answered (a stalled Redis)."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-
-
 @pytest.fixture
 def own_redis() -> Iterator[OwnRedis]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    server = OwnRedis(free_port())
-    server.start()
-    try:
+    with own_redis_server() as server:
         yield server
-    finally:
-        server.kill()
 
 
 async def test_fail_modes_when_redis_dies_and_recovery(

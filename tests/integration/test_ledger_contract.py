@@ -114,11 +114,11 @@ def expected(records: list[UsageRecord], group_by: str) -> list[UsageTotals]:
 
 async def test_each_record_is_kept_once(store):
     a, b, c = make(), make(user="alice"), make(stream=True)
-    assert await store.append_usage([a, b]) == 2
-    assert await store.append_usage([a, b, c]) == 1  # a retried batch, one new record
-    assert await store.append_usage([c, c]) == 0
-    assert await store.usage_records("acme", NOW - 1, NOW + 1) == [a, b, c]
-    (total,) = await store.usage_totals("acme", TODAY, TODAY, "day")
+    assert await store.ledger.append_usage([a, b]) == 2
+    assert await store.ledger.append_usage([a, b, c]) == 1  # a retried batch, one new record
+    assert await store.ledger.append_usage([c, c]) == 0
+    assert await store.ledger.usage_records("acme", NOW - 1, NOW + 1) == [a, b, c]
+    (total,) = await store.ledger.usage_totals("acme", TODAY, TODAY, "day")
     assert total == UsageTotals(
         group=TODAY.isoformat(), requests=3, prompt_tokens=33, completion_tokens=12,
         cost_micro_usd=201,
@@ -128,9 +128,9 @@ async def test_each_record_is_kept_once(store):
 async def test_two_calls_reusing_a_request_id_are_both_kept(store):
     first = make(request_id="client-chosen")
     again = make(request_id="client-chosen", timestamp=NOW + 0.5)
-    assert await store.append_usage([first]) == 1
-    assert await store.append_usage([again, first]) == 1
-    assert await store.usage_records("acme", NOW - 1, NOW + 1) == [first, again]
+    assert await store.ledger.append_usage([first]) == 1
+    assert await store.ledger.append_usage([again, first]) == 1
+    assert await store.ledger.usage_records("acme", NOW - 1, NOW + 1) == [first, again]
 
 
 async def test_records_round_trip_every_field(store):
@@ -139,25 +139,25 @@ async def test_records_round_trip_every_field(store):
         rails_calls=1, rails_prompt_tokens=5, rails_completion_tokens=6, rails_cost_micro_usd=7,
         blocked=True, guard_actions={"pii.redacted": 2}, ttft_ms=None, upstream_ms=None,
     )  # fmt: skip
-    await store.append_usage([full])
-    assert await store.usage_records("acme", NOW - 1, NOW + 1) == [full]
+    await store.ledger.append_usage([full])
+    assert await store.ledger.usage_records("acme", NOW - 1, NOW + 1) == [full]
 
 
 @pytest.mark.parametrize("group_by", ["day", "model", "key", "user"])
 async def test_totals_equal_the_sum_of_the_records(store, group_by):
     records = workload()
     for i in range(0, len(records), 3):  # several batches, some written twice
-        await store.append_usage(records[i : i + 3])
-        await store.append_usage(records[: i + 3])
-    await store.append_usage(workload("other"))  # another tenant changes nothing here
-    assert await store.usage_totals("acme", YESTERDAY, TODAY, group_by) == expected(
+        await store.ledger.append_usage(records[i : i + 3])
+        await store.ledger.append_usage(records[: i + 3])
+    await store.ledger.append_usage(workload("other"))  # another tenant changes nothing here
+    assert await store.ledger.usage_totals("acme", YESTERDAY, TODAY, group_by) == expected(
         records, group_by
     )
 
 
 async def test_totals_of_a_mixed_workload_exactly(store):
-    await store.append_usage(workload())
-    by_model = await store.usage_totals("acme", YESTERDAY, TODAY, "model")
+    await store.ledger.append_usage(workload())
+    by_model = await store.ledger.usage_totals("acme", YESTERDAY, TODAY, "model")
     assert by_model == [
         UsageTotals(group="claude-test", requests=2, prompt_tokens=7, completion_tokens=3,
                     cost_micro_usd=66, errors=1, limited=1),
@@ -169,54 +169,58 @@ async def test_totals_of_a_mixed_workload_exactly(store):
 
 async def test_totals_cover_only_the_days_asked(store):
     records = workload()
-    await store.append_usage(records)
+    await store.ledger.append_usage(records)
     today = [r for r in records if day_of(r.timestamp) == TODAY]
-    assert await store.usage_totals("acme", TODAY, TODAY, "key") == expected(today, "key")
+    assert await store.ledger.usage_totals("acme", TODAY, TODAY, "key") == expected(today, "key")
     far = TODAY + dt.timedelta(days=5)
-    assert await store.usage_totals("acme", far, far, "day") == []
-    assert await store.usage_totals("nobody", YESTERDAY, TODAY, "day") == []
+    assert await store.ledger.usage_totals("acme", far, far, "day") == []
+    assert await store.ledger.usage_totals("nobody", YESTERDAY, TODAY, "day") == []
 
 
 async def test_records_by_time_range_in_write_order_with_limit(store):
     old, mid, new = make(timestamp=NOW - 20), make(timestamp=NOW - 10), make(timestamp=NOW)
-    await store.append_usage([old, mid])
-    await store.append_usage([new, make("other", timestamp=NOW)])
-    assert await store.usage_records("acme", NOW - 30, NOW + 1) == [old, mid, new]
-    assert await store.usage_records("acme", NOW - 15, NOW) == [mid]
-    assert await store.usage_records("acme", NOW - 30, NOW + 1, limit=2) == [old, mid]
-    assert await store.usage_records("acme", NOW + 1, NOW + 2) == []
+    await store.ledger.append_usage([old, mid])
+    await store.ledger.append_usage([new, make("other", timestamp=NOW)])
+    assert await store.ledger.usage_records("acme", NOW - 30, NOW + 1) == [old, mid, new]
+    assert await store.ledger.usage_records("acme", NOW - 15, NOW) == [mid]
+    assert await store.ledger.usage_records("acme", NOW - 30, NOW + 1, limit=2) == [old, mid]
+    assert await store.ledger.usage_records("acme", NOW + 1, NOW + 2) == []
 
 
 async def test_records_leave_the_log_after_their_retention_totals_stay(store):
     short = Retention(records_s=1, totals_s=30 * DAY)
     first = make()
-    await store.append_usage([first], short)
+    await store.ledger.append_usage([first], short)
     await asyncio.sleep(1.1)
     second = make(timestamp=time.time())
-    await store.append_usage([second], short)
-    assert await store.usage_records("acme", NOW - 1, time.time() + 1) == [second]
-    (total,) = await store.usage_totals("acme", TODAY, day_of(time.time()), "model")
+    await store.ledger.append_usage([second], short)
+    assert await store.ledger.usage_records("acme", NOW - 1, time.time() + 1) == [second]
+    (total,) = await store.ledger.usage_totals("acme", TODAY, day_of(time.time()), "model")
     assert total.requests == 2
 
 
 async def test_totals_past_their_retention_are_gone(store):
     long_ago = NOW - 10 * DAY
-    await store.append_usage([make(timestamp=long_ago)], Retention(records_s=DAY, totals_s=DAY))
+    await store.ledger.append_usage(
+        [make(timestamp=long_ago)], Retention(records_s=DAY, totals_s=DAY)
+    )
     day = day_of(long_ago)
-    assert await store.usage_totals("acme", day, day, "day") == []
+    assert await store.ledger.usage_totals("acme", day, day, "day") == []
 
 
 async def test_many_records_in_one_batch(store):
     records = [make(user=f"u{i % 7}", timestamp=NOW - i / 1000) for i in range(1200)]
-    assert await store.append_usage(records) == 1200
-    assert await store.append_usage(records) == 0
-    assert await store.usage_totals("acme", YESTERDAY, TODAY, "user") == expected(records, "user")
-    found = await store.usage_records("acme", NOW - 5, NOW + 1, limit=5000)
+    assert await store.ledger.append_usage(records) == 1200
+    assert await store.ledger.append_usage(records) == 0
+    assert await store.ledger.usage_totals("acme", YESTERDAY, TODAY, "user") == expected(
+        records, "user"
+    )
+    found = await store.ledger.usage_records("acme", NOW - 5, NOW + 1, limit=5000)
     assert found == records
 
 
 async def test_redis_layout_one_slot_per_tenant_with_expiry(redis_store):
-    await redis_store.append_usage(workload())
+    await redis_store.ledger.append_usage(workload())
     client = redis.Redis.from_url(REDIS_URL)
     try:
         names = sorted(k.decode() for k in client.scan_iter(match=f"{redis_store.prefix}:*"))
@@ -249,11 +253,11 @@ def test_records_are_plain_ids_and_counts():
 async def test_the_ledger_works_on_redis_cluster(cluster_store):  # noqa: F811 (a fixture)
     """Each tenant batch is one script on one slot: no CROSSSLOT on a real cluster."""
     records = workload() + workload("bravo")
-    assert await cluster_store.append_usage(records) == 20
-    assert await cluster_store.append_usage(records) == 0
+    assert await cluster_store.ledger.append_usage(records) == 20
+    assert await cluster_store.ledger.append_usage(records) == 0
     for tenant in ("acme", "bravo"):
         mine = [r for r in records if r.tenant_id == tenant]
-        assert await cluster_store.usage_totals(tenant, YESTERDAY, TODAY, "user") == expected(
-            mine, "user"
-        )
-        assert await cluster_store.usage_records(tenant, NOW - 2 * DAY, NOW + 1) == mine
+        assert await cluster_store.ledger.usage_totals(
+            tenant, YESTERDAY, TODAY, "user"
+        ) == expected(mine, "user")
+        assert await cluster_store.ledger.usage_records(tenant, NOW - 2 * DAY, NOW + 1) == mine

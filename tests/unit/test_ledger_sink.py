@@ -1,5 +1,5 @@
-"""`LedgerSink`: buffering, batching, retries, overflow and shutdown, against a store
-that can be made unreachable (a `MemoryStore` behind a switch)."""
+"""`LedgerSink`: buffering, batching, retries, overflow and shutdown, against a ledger
+that can be made unreachable (a `MemoryLedger` behind a switch)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.config import LedgerSettings
+from gateway.ledger.memory import MemoryLedger
 from gateway.ledger.records import Retention, UsageRecord, day_of
 from gateway.ledger.sink import LedgerSink
 from gateway.metrics import Counters
-from gateway.store import MemoryStore
 from tests.integration.test_ledger_contract import make as make_at
 
 
@@ -23,8 +23,8 @@ def make() -> UsageRecord:
     return make_at(timestamp=time.time())
 
 
-class SwitchedStore(MemoryStore):
-    """A memory store whose ledger writes can fail: `down` refuses them before writing,
+class SwitchedStore(MemoryLedger):
+    """A memory ledger whose writes can fail: `down` refuses them before writing,
     `lose_answers` writes and then fails (the answer was lost on the way back)."""
 
     def __init__(self) -> None:
@@ -49,7 +49,7 @@ def sink_for(store: SwitchedStore, **settings) -> tuple[LedgerSink, Counters]:
     return LedgerSink(store, LedgerSettings(**{**fast, **settings}), counters), counters
 
 
-async def written(store: MemoryStore, tenant: str = "acme") -> int:
+async def written(store: MemoryLedger, tenant: str = "acme") -> int:
     now = time.time()
     totals = await store.usage_totals(tenant, day_of(now - 86400), day_of(now), "model")
     return sum(t.requests for t in totals)
