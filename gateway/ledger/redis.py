@@ -65,7 +65,7 @@ local added = 0
 while pos <= #ARGV do
   local day = tonumber(ARGV[pos])
   if redis.call('SADD', KEYS[2 * day], ARGV[pos + 1]) == 1 then
-    redis.call('XADD', KEYS[1], 'MINID', minid, '*', 'r', ARGV[pos + 2])
+    redis.call('XADD', KEYS[1], '*', 'r', ARGV[pos + 2])
     local hash = KEYS[2 * day + 1]
     for m = 1, #metrics do
       local value = tonumber(ARGV[pos + 3 + m])
@@ -76,6 +76,9 @@ while pos <= #ARGV do
     added = added + 1
   end
   pos = pos + 4 + #metrics
+end
+if added > 0 then
+  redis.call('XTRIM', KEYS[1], 'MINID', minid)
 end
 for d = 1, ndays do
   redis.call('EXPIREAT', KEYS[2 * d], ARGV[1 + 2 * d])
