@@ -3,6 +3,11 @@
 Per tenant: the log (records in write order, dropped after `Retention.records_s`), the
 ids already written per day (dropped with the day's records) and the day counters
 (`<metric>:<group field>` → value, dropped `Retention.totals_s` after the day ends).
+
+One process's memory is not a month of raw records: beyond `max_records` (default
+`MAX_RECORDS`) the oldest records leave the log, and their ids the dedupe sets; the day
+totals keep everything. A write retried after its records left (never, in one process:
+memory writes do not fail) would count twice.
 """
 
 from __future__ import annotations
@@ -28,12 +33,18 @@ from gateway.ledger.records import (
     sum_fields,
 )
 
-__all__ = ["MemoryLedger"]
+__all__ = ["MAX_RECORDS", "MemoryLedger"]
+
+MAX_RECORDS = 100_000
+"""Raw records a `memory://` ledger keeps (all tenants); about 100 MB at most."""
 
 
 class MemoryLedger:
-    def __init__(self) -> None:
+    def __init__(self, max_records: int = MAX_RECORDS) -> None:
+        self._max_records = max_records
         self._log: dict[str, deque[tuple[float, UsageRecord]]] = {}
+        self._order: deque[tuple[float, str, dt.date, str]] = deque()
+        """(written at, tenant, day, entry id) of every logged record, oldest first."""
         self._seen: dict[tuple[str, dt.date], tuple[float, set[str]]] = {}
         self._days: dict[tuple[str, dt.date], tuple[float, dict[str, int]]] = {}
 
@@ -52,6 +63,7 @@ class MemoryLedger:
                 continue
             seen.add(rid)
             self._log.setdefault(record.tenant_id, deque()).append((now, record))
+            self._order.append((now, record.tenant_id, day, rid))
             _, counters = self._days.setdefault(key, (day_end(day) + retention.totals_s, {}))
             group = group_field(record)
             for metric, value in zip(METRICS, metric_values(record), strict=True):
@@ -59,13 +71,24 @@ class MemoryLedger:
                     name = f"{metric}:{group}"
                     counters[name] = counters.get(name, 0) + value
             added += 1
+        while len(self._order) > self._max_records:
+            self._drop_oldest()
         return added
+
+    def _drop_oldest(self) -> None:
+        _, tenant, day, rid = self._order.popleft()
+        log = self._log[tenant]
+        log.popleft()  # a tenant's log is in write order too: its oldest is this one
+        if not log:
+            del self._log[tenant]
+        seen = self._seen.get((tenant, day))
+        if seen is not None:
+            seen[1].discard(rid)
 
     def _expire(self, now: float, retention: Retention) -> None:
         oldest = now - retention.records_s
-        for log in self._log.values():
-            while log and log[0][0] < oldest:
-                log.popleft()
+        while self._order and self._order[0][0] < oldest:
+            self._drop_oldest()
         for table in (self._seen, self._days):
             for key in [k for k, (expires, _) in table.items() if expires <= now]:
                 del table[key]

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import redis
 
+from gateway.ledger.memory import MemoryLedger
 from gateway.ledger.records import METRICS, Retention, UsageRecord, UsageTotals, day_of
 from gateway.store import MemoryStore, Store
 from tests.conftest import REDIS_URL
@@ -261,3 +262,21 @@ async def test_the_ledger_works_on_redis_cluster(cluster_store):  # noqa: F811 (
             tenant, YESTERDAY, TODAY, "user"
         ) == expected(mine, "user")
         assert await cluster_store.ledger.usage_records(tenant, NOW - 2 * DAY, NOW + 1) == mine
+
+
+async def test_the_memory_ledger_keeps_a_bounded_log_and_every_total():
+    ledger = MemoryLedger(max_records=3)
+    tenants = ["acme", "bravo", "acme", "acme", "bravo"]
+    records = [make(tenant, timestamp=NOW + i) for i, tenant in enumerate(tenants)]
+    for record in records:  # one by one: the log is trimmed as it grows
+        assert await ledger.append_usage([record]) == 1
+    kept = [
+        *await ledger.usage_records("acme", NOW - 1, NOW + 10),
+        *await ledger.usage_records("bravo", NOW - 1, NOW + 10),
+    ]
+    assert sorted(r.request_id for r in kept) == sorted(r.request_id for r in records[2:])
+    for tenant in ("acme", "bravo"):
+        mine = [r for r in records if r.tenant_id == tenant]
+        assert await ledger.usage_totals(tenant, YESTERDAY, TODAY, "model") == expected(
+            mine, "model"
+        )
