@@ -112,15 +112,19 @@ class AutoPipeline:
             if not self._soon:
                 self._soon = True
                 loop.call_soon(self._flush)
-        elif self._later is None and not self._soon:
-            self._later = loop.call_later(LAZY_S, self._flush)
+        elif self._later is None:
+            # One timer at a time, never cancelled: under load a flush usually comes
+            # first and the timer then finds the queue empty (cheaper than re-arming).
+            self._later = loop.call_later(LAZY_S, self._on_later)
         return future
+
+    def _on_later(self) -> None:
+        self._later = None
+        if self._queue and not self._soon:
+            self._flush()
 
     def _flush(self) -> None:
         self._soon = False
-        if self._later is not None:
-            self._later.cancel()
-            self._later = None
         batch, self._queue = self._queue, []
         if not batch:
             return
