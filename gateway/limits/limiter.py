@@ -358,10 +358,21 @@ def _headers(rules: Sequence[Rule], verdict: Verdict) -> dict[str, str]:
                 tightest[rule.unit] = (left, rule.limit, reset)
     out: dict[str, str] = {}
     for unit, (left, limit, reset) in tightest.items():
-        out[f"x-ratelimit-limit-{unit}"] = str(limit)
-        out[f"x-ratelimit-remaining-{unit}"] = str(left)
-        out[f"x-ratelimit-reset-{unit}"] = _duration(reset)
+        limit_name, remaining_name, reset_name = _HEADER_NAMES[unit]
+        out[limit_name] = str(limit)
+        out[remaining_name] = str(left)
+        out[reset_name] = _duration(reset)
     return out
+
+
+_HEADER_NAMES = {
+    unit: (
+        f"x-ratelimit-limit-{unit}",
+        f"x-ratelimit-remaining-{unit}",
+        f"x-ratelimit-reset-{unit}",
+    )
+    for unit in ("requests", "tokens")
+}
 
 
 def _duration(ms: int) -> str:
