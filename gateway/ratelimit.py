@@ -4,7 +4,7 @@ The flow (tensorzero-style tickets): `admit(call)` reserves what the call may us
 raises `RateLimited` when it must not run; `pace(ticket, call)` runs right before the
 upstream call and may wait for the provider's own limits; `settle(ticket, call)` runs
 once the call has ended (answer, error or disconnect) and reconciles with the real
-usage. `gateway.limits.StoreLimiter` implements it on the store; `Unlimited` admits all.
+usage. `gateway.limits.StoreLimiter` implements it on the store.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Protocol
 
 from gateway.call import Call
 
-__all__ = ["Limiter", "Ticket", "Unlimited"]
+__all__ = ["Limiter", "Ticket"]
 
 
 class Ticket(Protocol):
@@ -36,21 +36,3 @@ class Limiter(Protocol):
 
     async def close(self) -> None:
         """Stops background work; called once at shutdown."""
-
-
-class _Open:
-    headers: dict[str, str] = {}
-
-
-class Unlimited:
-    async def admit(self, call: Call) -> Ticket:
-        return _Open()
-
-    async def pace(self, ticket: Ticket, call: Call) -> None:
-        return None
-
-    async def settle(self, ticket: Ticket, call: Call) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None

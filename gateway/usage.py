@@ -25,7 +25,7 @@ from gateway.call import Call
 from gateway.ledger.records import UsageRecord
 from gateway.limits.tokens import estimate_tokens
 
-__all__ = ["LogSink", "UsageRecord", "UsageSink", "log_record", "record_for", "spend_micro_usd"]
+__all__ = ["UsageRecord", "UsageSink", "log_record", "record_for", "spend_micro_usd"]
 
 log = logging.getLogger("railgate.usage")
 
@@ -55,13 +55,6 @@ def log_record(record: UsageRecord) -> None:
             record.rails_calls,
             record.rails_cost_micro_usd,
         )
-
-
-class LogSink:
-    """A sink that only logs (`log_record`)."""
-
-    async def record(self, record: UsageRecord) -> None:
-        log_record(record)
 
 
 def _main_cost(call: Call) -> tuple[int, int, int]:

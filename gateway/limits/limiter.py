@@ -122,14 +122,10 @@ class StoreLimiter:
         ticket = Reservation(self._rules.rules(call) if limited else (), tokens)
         if not ticket.rules:
             return ticket
-        verdict: Verdict | None = None
-        if time.monotonic() >= self._down_until:
-            try:
-                verdict = await self._backend.admit(ticket.id, ticket.rules, tokens)
-            except (RedisError, OSError, TimeoutError) as exc:
-                self._failed(exc)
-        if verdict is None:  # the store failed or is resting: the fail mode decides
-            self._unavailable(fail_mode(call))
+        verdict = await self._store(
+            fail_mode(call), self._backend.admit(ticket.id, ticket.rules, tokens)
+        )
+        if verdict is None:  # the store failed or is resting: admitted open
             ticket.reserved = False
             return ticket
         if verdict.refused is not None:
@@ -165,10 +161,10 @@ class StoreLimiter:
             "x-should-retry": "true",
         }
         if rule.kind == "window":
-            unit = rule.unit
-            headers[f"x-ratelimit-limit-{unit}"] = str(rule.limit)
-            headers[f"x-ratelimit-remaining-{unit}"] = str(max(0, rule.limit - used))
-            headers[f"x-ratelimit-reset-{unit}"] = _duration(verdict.retry_ms)
+            limit_name, remaining_name, reset_name = _HEADER_NAMES[rule.unit]
+            headers[limit_name] = str(rule.limit)
+            headers[remaining_name] = str(max(0, rule.limit - used))
+            headers[reset_name] = _duration(verdict.retry_ms)
         return RateLimited(
             f"Rate limit reached for {rule.name}: limit {rule.limit}, in use {used}."
             f" Retry after {retry_s} s.",
@@ -239,8 +235,7 @@ class StoreLimiter:
             return
         self._next_tighten[provider] = now + 0.1
         rules, block = self._pacing[provider]
-        reported = [(r, (requests if r.unit == "requests" else tokens)) for r in rules]
-        pairs = [(r, -1 if left is None else left) for r, left in reported]
+        pairs = [(r, _or_unknown(requests if r.unit == "requests" else tokens)) for r in rules]
         self._spawn(self._quietly(self._backend.tighten(pairs, block, block_ms)))
 
     # -- settlement --------------------------------------------------------------
@@ -392,6 +387,10 @@ def _int(value: str | None) -> int | None:
         return max(0, int(float(value)))
     except ValueError:
         return None
+
+
+def _or_unknown(remaining: int | None) -> int:
+    return -1 if remaining is None else remaining
 
 
 def _retry_ms(headers: Mapping[str, str]) -> int:

@@ -34,7 +34,7 @@ from gateway.limits.redis import RedisLimits
 from gateway.limits.resp import RespClient
 from gateway.store.base import ApiKey, DuplicateKey, Tenant
 
-__all__ = ["RedisStore", "split_prefix", "split_url"]
+__all__ = ["RedisStore", "split_url"]
 
 _tenant_dec = msgspec.json.Decoder(Tenant)
 _key_dec = msgspec.json.Decoder(ApiKey)
@@ -44,12 +44,6 @@ _enc = msgspec.json.Encoder()
 _OURS = ("prefix", "cluster")
 LEDGER_DEADLINE_S = 2.0
 """Deadline of one ledger append (the sink retries; appends are idempotent)."""
-
-
-def split_prefix(url: str) -> tuple[str, str]:
-    """Remove our `prefix` query parameter from a Redis URL; return (url, prefix)."""
-    bare, prefix, _ = split_url(url)
-    return bare, prefix
 
 
 def split_url(url: str) -> tuple[str, str, bool]:

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.keys import hash_key, new_key
 from gateway.store import DuplicateKey, MemoryStore, Store, Tenant, open_store
-from gateway.store.redis import RedisStore, split_prefix
+from gateway.store.redis import RedisStore, split_url
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -91,11 +91,13 @@ def test_open_store_by_url():
     assert isinstance(open_store("redis://127.0.0.1:6379/0?prefix=x"), RedisStore)
     with pytest.raises(ValueError):
         open_store("mysql://db")
-    assert split_prefix("redis://h:1/2?prefix=abc&ssl_cert_reqs=none") == (
+    assert split_url("redis://h:1/2?prefix=abc&ssl_cert_reqs=none") == (
         "redis://h:1/2?ssl_cert_reqs=none",
         "abc",
+        False,
     )
-    assert split_prefix("redis://h:1/2") == ("redis://h:1/2", "rg")
+    assert split_url("redis://h:1/2") == ("redis://h:1/2", "rg", False)
+    assert split_url("redis://h:1/0?cluster=true&prefix=p") == ("redis://h:1/0", "p", True)
 
 
 async def test_redis_unreachable_ping_is_false():
