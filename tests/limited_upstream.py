@@ -100,6 +100,8 @@ class LimitedUpstream:
                                    "param": None, "code": None}}  # fmt: skip
                 await send_json(send, self.fail_status, orjson.dumps(error), limit_headers)
                 return
+            with self.lock:  # counted before the answer leaves: a client that has it sees it
+                self.served += 1
             prompt, completion = self.usage
             usage = {"prompt_tokens": prompt, "completion_tokens": completion,
                      "total_tokens": prompt + completion}  # fmt: skip
@@ -116,8 +118,6 @@ class LimitedUpstream:
                     "usage": usage,
                 }  # fmt: skip
                 await send_json(send, 200, orjson.dumps(answer), limit_headers)
-            with self.lock:
-                self.served += 1
         finally:
             if not counted:
                 with self.lock:
