@@ -24,12 +24,15 @@ from rails.policy import PolicyError, parse_policy
 
 __all__ = [
     "ConfigError",
+    "ExportSettings",
     "KeyEntry",
+    "LangfuseSettings",
     "LedgerSettings",
     "ModelRoute",
     "ProviderConfig",
     "ServerConfig",
     "Settings",
+    "TelemetrySettings",
     "TenantConfig",
     "default_config_path",
     "load_settings",
@@ -106,6 +109,43 @@ class KeyEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """This key's own limits, on top of its tenant's."""
 
 
+class LangfuseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str
+    """Langfuse base URL, e.g. `http://langfuse:3000` (self-hosted) or `https://cloud.langfuse.com`."""
+    public_key_env: str = "LANGFUSE_PUBLIC_KEY"
+    """Environment variable holding the project's public key (`pk-lf-…`)."""
+    secret_key_env: str = "LANGFUSE_SECRET_KEY"
+    """Environment variable holding the project's secret key (`sk-lf-…`)."""
+    send_content: bool = True
+    """Send the prompt as sent upstream (after redaction) and the provider's answer as
+    received (before pseudonyms are restored); `false` sends ids, usage and cost only."""
+
+
+class ExportSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    queue_spans: Annotated[int, msgspec.Meta(ge=1)] = 20_000
+    """Spans waiting for export per destination; beyond, new ones are dropped (counted in
+    `railgate_telemetry_dropped_total`)."""
+    batch_spans: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 512
+    """Most spans sent in one export request."""
+    interval_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 1_000
+    """Longest a span waits before its batch is sent."""
+    timeout_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 5_000
+    """An export request not answered within this long fails; its spans are dropped."""
+    shutdown_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = 2.0
+    """On shutdown, how long to keep exporting before the rest is dropped."""
+
+
+class TelemetrySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    langfuse: LangfuseSettings | None = None
+    """The default Langfuse project for every tenant without its own; `None`: no Langfuse."""
+    export: ExportSettings = ExportSettings()
+    """Queues and batches of the span exporters (OTLP and Langfuse)."""
+    access_log: bool = True
+    """One JSON line per request on the `railgate.access` logger."""
+    log_format: Literal["json", "text"] = "json"
+    """Application and access logs as JSON lines, or plain text for a terminal."""
+
+
 class TenantConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: str
     """Stable tenant id used in keys, reports and limits."""
@@ -121,6 +161,8 @@ class TenantConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`{rpm, rps, tpm, concurrency, budget_usd_day, budget_usd_month, fail_mode}`."""
     model_limits: dict[str, ModelLimits] | None = None
     """`{<model>: {rpm, tpm}}`: this tenant's limits per model."""
+    langfuse: LangfuseSettings | None = None
+    """This tenant's own Langfuse project (instead of `telemetry.langfuse`)."""
 
 
 class RailsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -173,6 +215,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """How limits talk to the store: deadline, lease time, default output reservation."""
     ledger: LedgerSettings = LedgerSettings()
     """The usage ledger: retention, and how records are buffered and written."""
+    telemetry: TelemetrySettings = TelemetrySettings()
+    """Langfuse, span export queues, access log and log format (OpenTelemetry itself is
+    configured by the standard `OTEL_*` variables)."""
     source: str = ""
     """Where these settings were loaded from (set by the loader)."""
 
@@ -343,6 +388,7 @@ def _check(settings: Settings, env: Mapping[str, str]) -> None:
         if m.input_price_per_mtok < 0 or m.output_price_per_mtok < 0:
             raise ConfigError(at, "prices cannot be negative")
 
+    _check_langfuse("$.telemetry.langfuse", settings.telemetry.langfuse, env)
     _check_policy("$.default_policy", settings.default_policy)
     tenants: set[str] = set()
     hashes: set[str] = set()
@@ -352,6 +398,7 @@ def _check(settings: Settings, env: Mapping[str, str]) -> None:
             raise ConfigError(f"{at}.id", "must be non-empty and unique")
         tenants.add(t.id)
         _check_policy(f"{at}.policy", t.policy)
+        _check_langfuse(f"{at}.langfuse", t.langfuse, env)
         for j, name in enumerate(t.models or ()):
             if name not in models:
                 raise ConfigError(f"{at}.models[{j}]", f"unknown model {name!r}")
@@ -365,6 +412,17 @@ def _check(settings: Settings, env: Mapping[str, str]) -> None:
             if digest in hashes:
                 raise ConfigError(f"{at}.keys[{j}].key_sha256", "duplicate key")
             hashes.add(digest)
+
+
+def _check_langfuse(at: str, langfuse: LangfuseSettings | None, env: Mapping[str, str]) -> None:
+    if langfuse is None:
+        return
+    if not langfuse.host.startswith(("http://", "https://")):
+        raise ConfigError(f"{at}.host", "must be an http:// or https:// URL")
+    for field in ("public_key_env", "secret_key_env"):
+        name = getattr(langfuse, field)
+        if not env.get(name):
+            raise ConfigError(f"{at}.{field}", f"environment variable {name} is not set")
 
 
 def _check_policy(at: str, document: dict[str, Any] | None) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,6 +22,7 @@ from gateway.disconnect import run_until_disconnect
 from gateway.errors import GatewayError, MethodNotAllowed, render
 from gateway.providers.base import Endpoint
 from gateway.proxy import Proxy
+from gateway.telemetry.observer import Exchange
 from gateway.wire import headers_of, read_body, send_body, send_events
 
 __all__ = ["FrontDoor"]
@@ -61,26 +63,44 @@ class FrontDoor:
             return
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = rid.decode()
+        began = time.perf_counter()
+        status = 500
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 headers = [h for h in message.get("headers", ()) if h[0].lower() != b"x-request-id"]
                 headers.append((b"x-request-id", rid))
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self.proxy.telemetry.exchanged(
+                Exchange(
+                    request_id=rid.decode(),
+                    method=scope["method"],  # type: ignore[typeddict-item]
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=(time.perf_counter() - began) * 1000,
+                    client_ip=_client_ip(scope),
+                )
+            )
 
     async def _proxy(
         self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, rid: str
     ) -> None:
         started = False
+        began = time.perf_counter()
 
         async def tracked(message: Message) -> None:
             nonlocal started
             started = True
             await send(message)
 
+        client_ip = _client_ip(scope)
         try:
             if scope["method"] != "POST":  # type: ignore[typeddict-item]
                 raise MethodNotAllowed(
@@ -88,8 +108,23 @@ class FrontDoor:
                 )
             headers = headers_of(scope)
             raw = await read_body(headers, receive, self.proxy.max_body_bytes)
+        except GatewayError as exc:  # before the proxy saw it: reported here
+            self.proxy.telemetry.exchanged(
+                Exchange(
+                    request_id=rid,
+                    method=scope["method"],  # type: ignore[typeddict-item]
+                    path=scope["path"],
+                    status=exc.status_code,
+                    duration_ms=(time.perf_counter() - began) * 1000,
+                    client_ip=client_ip,
+                    error=exc.code,
+                )
+            )
+            await _send_error(send, exc, rid)
+            return
+        try:
             answer = await run_until_disconnect(
-                receive, self.proxy.handle(endpoint, raw, headers, rid)
+                receive, self.proxy.handle(endpoint, raw, headers, rid, client_ip)
             )
             answer.headers["x-request-id"] = rid
             if answer.events is None:
@@ -112,6 +147,11 @@ class FrontDoor:
             log.exception("unhandled error (%s)", type(exc).__name__)
             if not started:
                 await _send_error(send, GatewayError("Internal error."), rid)
+
+
+def _client_ip(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return client[0] if client else None
 
 
 async def _send_error(send: Send, exc: GatewayError, rid: str) -> None:

@@ -8,7 +8,8 @@
     pace (provider limits)               ratelimit.Limiter.pace  (may wait)
     upstream call                        providers.Provider.complete / open_stream
     output stage                         on_response, or a StreamEdit per event
-    finish                               Limiter.settle + UsageSink.record, off the hot path
+    finish                               Limiter.settle, telemetry observers and
+                                         UsageSink.record, off the hot path
 
 Streams are relayed event by event as they arrive. The gateway always asks the
 upstream for the trailing usage chunk and drops it again when the client did not ask.
@@ -21,8 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,8 +39,10 @@ from gateway.ratelimit import Limiter, Ticket
 from gateway.schemas import Usage, chunk_decoder, parse_request, reply_decoder
 from gateway.sse import data_of, encode
 from gateway.tasks import Tasks
+from gateway.telemetry.observer import Exchange, Telemetry
+from gateway.telemetry.tracecontext import trace_context
 from gateway.tenancy import Authenticator, extract_key
-from gateway.usage import UsageSink, record_for
+from gateway.usage import UsageRecord, UsageSink, record_for
 
 __all__ = ["Proxy", "ProxyResponse"]
 
@@ -49,7 +50,6 @@ log = logging.getLogger("railgate")
 
 T = TypeVar("T")
 
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -74,6 +74,7 @@ class Proxy:
         sink: UsageSink,
         tasks: Tasks,
         max_body_bytes: int,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.max_body_bytes = max_body_bytes
         self.auth = auth
@@ -82,35 +83,66 @@ class Proxy:
         self.stages = stages
         self.sink = sink
         self.tasks = tasks
+        self.telemetry = telemetry or Telemetry()
 
     async def handle(
-        self, endpoint: Endpoint, raw: bytes, headers: Mapping[str, str], request_id: str
+        self,
+        endpoint: Endpoint,
+        raw: bytes,
+        headers: Mapping[str, str],
+        request_id: str,
+        client_ip: str | None = None,
     ) -> ProxyResponse:
-        caller = await self.auth.authenticate(
-            extract_key(headers.get("authorization"), headers.get("x-api-key"))
-        )
-        request = parse_request(endpoint, raw)
-        route = self.router.resolve(request.model)
-        if not caller.may_use(route.model.name):
-            raise ModelNotAllowed("This key may not use the requested model.", param="model")
+        started, wall_ns = time.perf_counter(), time.time_ns()
+        trace = trace_context(headers)
+        try:
+            caller = await self.auth.authenticate(
+                extract_key(headers.get("authorization"), headers.get("x-api-key"))
+            )
+            request = parse_request(endpoint, raw)
+            route = self.router.resolve(request.model)
+            if not caller.may_use(route.model.name):
+                raise ModelNotAllowed("This key may not use the requested model.", param="model")
+        except GatewayError as exc:  # never became a call: no usage record, one exchange
+            self.telemetry.exchanged(
+                Exchange(
+                    request_id=request_id,
+                    method="POST",
+                    path=f"/v1/{endpoint}",
+                    status=exc.status_code,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                    client_ip=client_ip,
+                    error=exc.code,
+                    trace_id=trace.trace_id,
+                )
+            )
+            raise
         call = Call(
             request_id=request_id,
             caller=caller,
             route=route,
             request=request,
-            trace_headers=_trace_headers(headers, request_id),
+            trace=trace,
             user=request.user or headers.get("x-railgate-user"),
+            session_id=headers.get("x-railgate-session-id"),
+            client_ip=client_ip,
+            started=started,
+            wall_ns=wall_ns,
         )
+        call.authed = time.perf_counter()
+        call.keep_output = self.telemetry.wants_content(caller.tenant.id)
         try:
             ticket = await self.limiter.admit(call)
         except GatewayError as exc:  # refused (429) or no store (503): still a usage record
             call.status, call.error = exc.status_code, exc.code
             call.ended = time.perf_counter()
-            self.tasks.spawn(self.sink.record(record_for(call)))
+            self.tasks.spawn(self._record(record_for(call), call))
             raise
+        call.admitted = time.perf_counter()
         handed_off = False
         try:
             refusal = await self.stages.on_request(call)
+            call.input_done = time.perf_counter()
             provider = route.provider if refusal is None else RefusalProvider(refusal)
             upstream = self._upstream_request(call)
             paced = refusal is None
@@ -139,6 +171,8 @@ class Proxy:
             reply = answered
             call.first_byte = time.perf_counter()
             call.usage = _reply_usage(reply.content, provider.name)
+            if call.keep_output:
+                call.upstream_reply = reply.content
             if refusal is None:
                 reply = await self.stages.on_response(call, reply)
             return ProxyResponse(
@@ -191,17 +225,23 @@ class Proxy:
             options = body.get("stream_options")
             body["stream_options"] = {**(options or {}), "include_usage": True}
         return UpstreamRequest(
-            endpoint=request.endpoint, body=body, stream=request.stream, headers=call.trace_headers
+            endpoint=request.endpoint,
+            body=body,
+            stream=request.stream,
+            headers=call.trace.upstream_headers(call.request_id),
         )
 
     async def _relay(
         self, call: Call, ticket: Ticket, events: EventStream, edit: StreamEdit | None
     ) -> AsyncGenerator[bytes, None]:
         wants_usage = call.request.wants_usage
+        kept = call.upstream_events = [] if call.keep_output else None
         try:
             async for event in events:
                 if call.first_byte is None:
                     call.first_byte = time.perf_counter()
+                if kept is not None:
+                    kept.append(event)
                 data = data_of(event)
                 if data is not None and b'"usage"' in data:
                     try:
@@ -243,7 +283,11 @@ class Proxy:
 
     async def _settle(self, call: Call, ticket: Ticket) -> None:
         await self.limiter.settle(ticket, call)
-        await self.sink.record(record_for(call))
+        await self._record(record_for(call), call)
+
+    async def _record(self, record: UsageRecord, call: Call) -> None:
+        self.telemetry.finished(call, record)
+        await self.sink.record(record)
 
 
 def _reply_usage(content: bytes, provider: str) -> Usage | None:
@@ -253,18 +297,3 @@ def _reply_usage(content: bytes, provider: str) -> Usage | None:
         return None
     except msgspec.DecodeError:
         raise UpstreamError(f"Provider {provider!r} returned an invalid answer.") from None
-
-
-def _trace_headers(headers: Mapping[str, str], request_id: str) -> dict[str, str]:
-    """Forward a valid W3C `traceparent` (and its `tracestate`), else start a new trace."""
-    parent = headers.get("traceparent", "")
-    out = {"x-request-id": request_id}
-    if _TRACEPARENT.match(parent) and parent[3:35] != "0" * 32:
-        out["traceparent"] = parent
-        state = headers.get("tracestate")
-        if state:
-            out["tracestate"] = state
-    else:
-        ids = os.urandom(24).hex()
-        out["traceparent"] = f"00-{ids[:32]}-{ids[32:]}-01"
-    return out

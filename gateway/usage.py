@@ -135,7 +135,7 @@ def record_for(call: Call) -> UsageRecord:
         rails_prompt_tokens=rails_prompt,
         rails_completion_tokens=rails_completion,
         rails_cost_micro_usd=rails_cost,
-        trace_id=call.trace_headers.get("traceparent", "")[3:35],
+        trace_id=call.trace.trace_id,
         requested_model=call.request.model,
         upstream_model=model.target,
         cached_tokens=cached,

@@ -30,6 +30,7 @@ import redis
 import redis.asyncio
 
 from gateway.call import Call
+from gateway.telemetry.tracecontext import trace_context
 from gateway.config import parse_settings
 from gateway.errors import RateLimited
 from gateway.keys import hash_key
@@ -328,7 +329,11 @@ def _call(settings_raw: dict[str, Any], tenant: str) -> Call:
     )
     request = parse_request("chat/completions", orjson.dumps(BODY))
     return Call(
-        request_id=uuid.uuid4().hex, caller=caller, route=route, request=request, trace_headers={}
+        request_id=uuid.uuid4().hex,
+        caller=caller,
+        route=route,
+        request=request,
+        trace=trace_context({}),
     )
 
 

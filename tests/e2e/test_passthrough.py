@@ -187,7 +187,7 @@ async def test_completions_and_embeddings(gateway, client, fresh_upstream):
     assert sent.json["model"] == "upstream-gpt"
 
 
-async def test_request_id_echoed_and_traceparent_forwarded(gateway, fresh_upstream):
+async def test_request_id_echoed_and_trace_continued_upstream(gateway, fresh_upstream):
     parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     async with httpx.AsyncClient() as http:
         resp = await http.post(
@@ -207,11 +207,16 @@ async def test_request_id_echoed_and_traceparent_forwarded(gateway, fresh_upstre
         )
     assert resp.headers["x-request-id"] == "req-123"
     sent = fresh_upstream.received[0].headers
-    assert sent["traceparent"] == parent and sent["tracestate"] == "vendor=1"
+    # The same trace, sampled, with the gateway's own upstream span as the parent.
+    version, trace_id, parent_id, flags = sent["traceparent"].split("-")
+    assert (version, trace_id, flags) == ("00", parent.split("-")[1], "01")
+    assert len(parent_id) == 16 and parent_id not in (parent.split("-")[2], "0" * 16)
+    assert sent["tracestate"] == "vendor=1"
     assert sent["x-request-id"] == "req-123"
     new_id = generated.headers["x-request-id"]
     assert len(new_id) == 32 and new_id != "req-123"
-    assert fresh_upstream.received[1].headers["traceparent"].startswith("00-")
+    fresh = fresh_upstream.received[1].headers["traceparent"].split("-")
+    assert fresh[0] == "00" and len(fresh[1]) == 32 and fresh[1] != trace_id and fresh[3] == "01"
 
 
 async def test_mock_model_answers_from_prompt(client):

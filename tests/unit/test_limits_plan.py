@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from gateway.call import Call
+from gateway.telemetry.tracecontext import trace_context
 from gateway.config import ModelRoute, ProviderConfig
 from gateway.limits import plan
 from gateway.limits.limiter import _duration, _headers
@@ -49,7 +50,7 @@ def make_call(
     provider = MockProvider(ProviderConfig(name="mock", type="mock"))
     route = Route(ModelRoute(name=model, provider="mock"), provider)
     request = parse_request(endpoint, orjson.dumps(body or {**CHAT, "model": model}))
-    return Call("req_1", Caller(tenant, key), route, request, trace_headers={})
+    return Call("req_1", Caller(tenant, key), route, request, trace=trace_context({}))
 
 
 def utc(*fields: int, ms: int = 0) -> float:

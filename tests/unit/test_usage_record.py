@@ -6,6 +6,7 @@ import msgspec
 import pytest
 
 from gateway.call import Call
+from gateway.telemetry.tracecontext import trace_context
 from gateway.config import ModelRoute, ProviderConfig
 from gateway.providers.mock import MockProvider
 from gateway.providers.registry import Route
@@ -32,7 +33,7 @@ def make_call(stream: bool = False, **fields) -> Call:
         caller=Caller(Tenant(id="acme"), ApiKey(id="key_1", tenant_id="acme", key_sha256="0" * 64)),
         route=Route(MODEL, MockProvider(ProviderConfig(name="mock", type="mock"))),
         request=parse_request("chat/completions", body),
-        trace_headers={"x-request-id": "req-1", "traceparent": f"00-{TRACE}-b7ad6b7169203331-01"},
+        trace=trace_context({"traceparent": f"00-{TRACE}-b7ad6b7169203331-01"}),
         user="alice",
     )
     call.started = 100.0
