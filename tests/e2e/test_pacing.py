@@ -30,7 +30,6 @@ import redis
 import redis.asyncio
 
 from gateway.call import Call
-from gateway.telemetry.tracecontext import trace_context
 from gateway.config import parse_settings
 from gateway.errors import RateLimited
 from gateway.keys import hash_key
@@ -43,6 +42,7 @@ from gateway.metrics import Counters
 from gateway.providers.registry import ModelRouter, build_providers
 from gateway.schemas import parse_request
 from gateway.store.base import ApiKey, Tenant
+from gateway.telemetry.tracecontext import trace_context
 from gateway.tenancy import Caller
 from tests.conftest import REDIS_URL, UPSTREAM_KEY, UPSTREAM_KEY_ENV, start_gateway
 from tests.limited_upstream import LimitedUpstream

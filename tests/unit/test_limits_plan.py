@@ -12,7 +12,6 @@ import orjson
 import pytest
 
 from gateway.call import Call
-from gateway.telemetry.tracecontext import trace_context
 from gateway.config import ModelRoute, ProviderConfig
 from gateway.limits import plan
 from gateway.limits.limiter import _duration, _headers
@@ -32,6 +31,7 @@ from gateway.providers.mock import MockProvider
 from gateway.providers.registry import Route
 from gateway.schemas import parse_request
 from gateway.store.base import ApiKey, Tenant
+from gateway.telemetry.tracecontext import trace_context
 from gateway.tenancy import Caller
 
 CHAT = {"model": "gpt-x", "messages": [{"role": "user", "content": "hi"}]}

@@ -6,12 +6,12 @@ import msgspec
 import pytest
 
 from gateway.call import Call
-from gateway.telemetry.tracecontext import trace_context
 from gateway.config import ModelRoute, ProviderConfig
 from gateway.providers.mock import MockProvider
 from gateway.providers.registry import Route
 from gateway.schemas import Usage, parse_request, reply_decoder
 from gateway.store import ApiKey, Tenant
+from gateway.telemetry.tracecontext import trace_context
 from gateway.tenancy import Caller
 from gateway.usage import record_for
 from rails.base import Finding, ModelCall
