@@ -35,6 +35,7 @@ from gateway.ratelimit import Limiter
 from gateway.routes import health, metrics, openai
 from gateway.store import Store, open_store
 from gateway.tasks import Tasks
+from gateway.telemetry.setup import build_telemetry
 from gateway.tenancy import Authenticator
 from gateway.usage import UsageSink
 from rails import GuardRegistry
@@ -87,6 +88,7 @@ def create_app(
     if sink is None:
         sink = ledger = LedgerSink(store.ledger, settings.ledger, counters)
     auth = Authenticator(settings, store)
+    telemetry, exporters = build_telemetry(settings, counters)
     proxy = Proxy(
         auth=auth,
         router=router,
@@ -95,6 +97,7 @@ def create_app(
         sink=sink,
         tasks=tasks,
         max_body_bytes=settings.server.max_body_bytes,
+        telemetry=telemetry,
     )
 
     @asynccontextmanager
@@ -103,6 +106,8 @@ def create_app(
             await provider.start()
         if ledger is not None:
             ledger.start()
+        for exporter in exporters:
+            exporter.start()
         # Everything built so far lives as long as the process: move it out of the
         # collector's sight so full collections stay short under load (p99 latency).
         gc.collect()
@@ -114,6 +119,8 @@ def create_app(
             await tasks.drain()
             if ledger is not None:  # after the drain: the last calls' records are buffered
                 await ledger.close()
+            for exporter in exporters:  # bounded: a dead collector cannot hold shutdown up
+                await exporter.close()
             await limiter.close()
             if registry is not None:
                 registry.close()
