@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import TYPE_CHECKING
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -40,6 +41,9 @@ from gateway.tenancy import Authenticator
 from gateway.usage import UsageSink
 from rails import GuardRegistry
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import SpanProcessor
+
 __all__ = ["asgi_app", "create_app"]
 
 log = logging.getLogger("railgate")
@@ -61,8 +65,12 @@ def create_app(
     limiter: Limiter | None = None,
     stages: ContentStages | None = None,
     sink: UsageSink | None = None,
+    env: Mapping[str, str] | None = None,
+    span_processors: Sequence[SpanProcessor] = (),
 ) -> Litestar:
-    """Build the app. Pass `store` to share one already opened (the CLI's demo bootstrap)."""
+    """Build the app. Pass `store` to share one already opened (the CLI's demo bootstrap);
+    `env` replaces `os.environ` for the `OTEL_*` and Langfuse key variables;
+    `span_processors` (OpenTelemetry SDK) get every span besides the configured exporters."""
     store = store or open_store(settings.store)
     providers = build_providers(settings)
     router = ModelRouter(settings, providers)
@@ -88,7 +96,7 @@ def create_app(
     if sink is None:
         sink = ledger = LedgerSink(store.ledger, settings.ledger, counters)
     auth = Authenticator(settings, store)
-    telemetry, exporters = build_telemetry(settings, counters)
+    telemetry, exporters = build_telemetry(settings, counters, env, span_processors)
     proxy = Proxy(
         auth=auth,
         router=router,

@@ -49,6 +49,10 @@ class Call:
     ended: float | None = None
     """When the proxy finished the call (the last byte sent, or the error)."""
     usage: Usage | None = None
+    response_model: str | None = None
+    """The model the upstream says answered (its `model` field)."""
+    finish_reasons: list[str] | None = None
+    """Each choice's `finish_reason` as the upstream reported it."""
     status: int = 200
     error: str | None = None
     """Error code when the call failed (e.g. `upstream_timeout`, `client_disconnected`)."""

@@ -36,7 +36,7 @@ from gateway.providers.base import Endpoint, EventStream, UpstreamRequest
 from gateway.providers.mock import RefusalProvider
 from gateway.providers.registry import ModelRouter
 from gateway.ratelimit import Limiter, Ticket
-from gateway.schemas import Usage, chunk_decoder, parse_request, reply_decoder
+from gateway.schemas import chunk_decoder, finish_decoder, parse_request, reply_decoder
 from gateway.sse import data_of, encode
 from gateway.tasks import Tasks
 from gateway.telemetry.observer import Exchange, Telemetry
@@ -170,7 +170,7 @@ class Proxy:
                 answered = await RefusalProvider(refusal).complete(upstream)
             reply = answered
             call.first_byte = time.perf_counter()
-            call.usage = _reply_usage(reply.content, provider.name)
+            _read_reply(call, reply.content, provider.name)
             if call.keep_output:
                 call.upstream_reply = reply.content
             if refusal is None:
@@ -243,6 +243,8 @@ class Proxy:
                 if kept is not None:
                     kept.append(event)
                 data = data_of(event)
+                if data is not None and b'"finish_reason":"' in data:
+                    _read_finish(call, data)
                 if data is not None and b'"usage"' in data:
                     try:
                         view = chunk_decoder.decode(data)
@@ -290,10 +292,27 @@ class Proxy:
         await self.sink.record(record)
 
 
-def _reply_usage(content: bytes, provider: str) -> Usage | None:
+def _read_reply(call: Call, content: bytes, provider: str) -> None:
+    """Usage, model and finish reasons of a complete answer (all optional)."""
     try:
-        return reply_decoder.decode(content).usage
+        view = reply_decoder.decode(content)
     except msgspec.ValidationError:
-        return None
+        return
     except msgspec.DecodeError:
         raise UpstreamError(f"Provider {provider!r} returned an invalid answer.") from None
+    call.usage = view.usage
+    call.response_model = view.model
+    if view.choices:
+        call.finish_reasons = [c.finish_reason for c in view.choices if c.finish_reason]
+
+
+def _read_finish(call: Call, data: bytes) -> None:
+    """Model and finish reasons of a chunk that ends a choice (usually one per stream)."""
+    try:
+        view = finish_decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return
+    reasons = [c.finish_reason for c in view.choices if c.finish_reason]
+    if reasons:
+        call.finish_reasons = (call.finish_reasons or []) + reasons
+        call.response_model = view.model or call.response_model

@@ -183,10 +183,23 @@ class Usage(msgspec.Struct):
     """Optional breakdowns; their counts may be null (some OpenAI-compatible servers)."""
 
 
+class ChoiceEnd(msgspec.Struct):
+    finish_reason: str | None = None
+
+
 class ReplyView(msgspec.Struct):
     """What the gateway reads from a complete answer (the bytes go to the client as they are)."""
 
     usage: Usage | None = None
+    model: str | None = None
+    choices: list[ChoiceEnd] = []
+
+
+class FinishView(msgspec.Struct):
+    """A streamed chunk that ends a choice: its model and finish reasons."""
+
+    model: str | None = None
+    choices: list[ChoiceEnd] = []
 
 
 class ChunkView(msgspec.Struct):
@@ -198,3 +211,4 @@ class ChunkView(msgspec.Struct):
 
 reply_decoder = msgspec.json.Decoder(ReplyView)
 chunk_decoder = msgspec.json.Decoder(ChunkView)
+finish_decoder = msgspec.json.Decoder(FinishView)

@@ -11,7 +11,7 @@ one does, so a broken exporter never loses the usage record.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -53,15 +53,15 @@ class Telemetry:
     def __init__(
         self,
         observers: Sequence[CallObserver] = (),
-        content_tenants: frozenset[str] | None = frozenset(),
+        wants_content: Callable[[str], bool] | None = None,
     ) -> None:
         self.observers = tuple(observers)
-        self._content = content_tenants
+        self._wants_content = wants_content
         self.failures = 0
 
     def wants_content(self, tenant_id: str) -> bool:
         """Whether a tenant's calls must keep the upstream answer (Langfuse content)."""
-        return self._content is None or tenant_id in self._content
+        return self._wants_content is not None and self._wants_content(tenant_id)
 
     def finished(self, call: Call, record: UsageRecord) -> None:
         for observer in self.observers:

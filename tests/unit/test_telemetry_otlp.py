@@ -1,0 +1,167 @@
+"""Trace context, `OTEL_*` configuration, OTLP JSON encoding and the exporter's bounds."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from gateway.config import ConfigError, ExportSettings, load_settings
+from gateway.metrics import Counters
+from gateway.telemetry.exporter import BatchExporter
+from gateway.telemetry.otlp import encode_request, otlp_config, parse_headers
+from gateway.telemetry.setup import build_telemetry
+from gateway.telemetry.spans import KIND_CLIENT, Span
+from gateway.telemetry.tracecontext import TraceContext, trace_context
+from gateway.telemetry.tracing import Tracing
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def test_trace_context_continues_a_valid_parent_and_starts_a_trace_otherwise() -> None:
+    ctx = trace_context({"traceparent": f"00-{TRACE}-00f067aa0ba902b7-00", "tracestate": "a=1"})
+    assert (ctx.trace_id, ctx.parent_span_id, ctx.sampled) == (TRACE, "00f067aa0ba902b7", False)
+    assert ctx.upstream_traceparent == f"00-{TRACE}-{ctx.upstream_span_id}-00"
+    assert ctx.upstream_headers("r1") == {
+        "x-request-id": "r1",
+        "traceparent": ctx.upstream_traceparent,
+        "tracestate": "a=1",
+    }
+    assert len({ctx.span_id, ctx.upstream_span_id, "00f067aa0ba902b7"}) == 3
+    for bad in (
+        "",
+        f"01-{TRACE}-00f067aa0ba902b7-01",  # unknown version
+        f"00-{'0' * 32}-00f067aa0ba902b7-01",  # zero trace id
+        f"00-{TRACE}-{'0' * 16}-01",  # zero parent
+        f"00-{TRACE.upper()}-00f067aa0ba902b7-01",  # upper case
+    ):
+        fresh = trace_context({"traceparent": bad})
+        assert fresh.trace_id != TRACE and fresh.parent_span_id is None and fresh.sampled
+        assert len(fresh.trace_id) == 32 and int(fresh.trace_id, 16) > 0
+
+
+def test_no_exporter_unless_configured() -> None:
+    assert otlp_config({}).exporters == ()
+    assert otlp_config({"OTEL_TRACES_EXPORTER": "none"}).exporters == ()
+    on = otlp_config({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/"})
+    assert on.exporters == ("otlp",) and on.endpoint == "http://collector:4318/v1/traces"
+    off = otlp_config({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "true"})
+    assert off.exporters == ()
+    telemetry, exporters = build_telemetry(load_settings(env={}), Counters(), env={})
+    assert exporters == []
+    assert not any(isinstance(o, Tracing) for o in telemetry.observers)
+
+
+def test_signal_specific_variables_win() -> None:
+    config = otlp_config(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://general:4318",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://traces:4318/custom",
+            "OTEL_EXPORTER_OTLP_HEADERS": "a=1",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "authorization=Bearer%20x,b=2",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "2500",
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "gzip",
+            "OTEL_SERVICE_NAME": "gw",
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod,team=ai",
+        }
+    )
+    assert config.endpoint == "http://traces:4318/custom"
+    assert config.headers == {"authorization": "Bearer x", "b": "2"}
+    assert config.timeout_s == 2.5 and config.gzip
+    assert config.resource["service.name"] == "gw"
+    assert config.resource["deployment.environment"] == "prod" and config.resource["team"] == "ai"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("OTEL_TRACES_EXPORTER", "zipkin"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "novalue"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli"),
+        ("OTEL_TRACES_SAMPLER", "sometimes"),
+        ("OTEL_TRACES_SAMPLER_ARG", "2"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
+    ],
+)
+def test_bad_variables_are_config_errors_naming_them(name: str, value: str) -> None:
+    env = {"OTEL_TRACES_SAMPLER": "traceidratio", name: value}
+    with pytest.raises(ConfigError) as err:
+        otlp_config(env)
+    assert err.value.path == name
+
+
+def _ctx(trace_id: str, parent: str | None, sampled: bool) -> TraceContext:
+    return TraceContext(trace_id, "a" * 16, "b" * 16, parent, sampled)
+
+
+def test_samplers() -> None:
+    low, high = "0" * 16 + "0" * 15 + "1", "0" * 16 + "f" * 16
+    ratio = otlp_config({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5"})
+    assert ratio.sampler(_ctx(low, None, True)) and not ratio.sampler(_ctx(high, None, True))
+    parent_based = otlp_config(
+        {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0"}
+    )
+    assert parent_based.sampler(_ctx(high, "c" * 16, True))  # the parent decided
+    assert not parent_based.sampler(_ctx(low, "c" * 16, False))
+    assert not parent_based.sampler(_ctx(low, None, True))  # a root at ratio 0
+    default = otlp_config({})
+    assert default.sampler(_ctx(low, None, True)) and not default.sampler(
+        _ctx(low, "c" * 16, False)
+    )
+    assert not otlp_config({"OTEL_TRACES_SAMPLER": "always_off"}).sampler(_ctx(low, None, True))
+
+
+def test_headers_parse_url_encoded_pairs() -> None:
+    assert parse_headers(" x-a = 1 , x-b=%3D%2C ,") == {"x-a": "1", "x-b": "=,"}
+
+
+def _span(i: int, error: str | None = None) -> Span:
+    return Span(
+        TRACE,
+        f"{i:016x}",
+        "00f067aa0ba902b7",
+        "chat m",
+        KIND_CLIENT,
+        1_700_000_000_000_000_000 + i,
+        1_700_000_000_500_000_000,
+        {"s": "v", "i": 7, "f": 0.5, "b": True, "l": ["stop"]},
+        error,
+    )
+
+
+def test_encoding_follows_the_otlp_json_mapping() -> None:
+    body = orjson.loads(encode_request([_span(1, error="upstream_timeout")], []))
+    (span,) = body["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert body["resourceSpans"][0]["scopeSpans"][0]["scope"]["name"] == "railgate"
+    assert span["traceId"] == TRACE and span["spanId"] == f"{1:016x}"
+    assert span["parentSpanId"] == "00f067aa0ba902b7" and span["kind"] == 3
+    assert span["startTimeUnixNano"] == "1700000000000000001"
+    assert span["status"] == {"code": 2, "message": "upstream_timeout"}
+    assert {a["key"]: a["value"] for a in span["attributes"]} == {
+        "s": {"stringValue": "v"},
+        "i": {"intValue": "7"},
+        "f": {"doubleValue": 0.5},
+        "b": {"boolValue": True},
+        "l": {"arrayValue": {"values": [{"stringValue": "stop"}]}},
+    }
+
+
+async def test_exporter_queue_is_bounded_and_counts_drops() -> None:
+    counters = Counters()
+    settings = ExportSettings(queue_spans=5, batch_spans=2, interval_ms=10, timeout_ms=200)
+    exporter = BatchExporter("t", "http://127.0.0.1:9/v1/traces", settings, counters, {})
+    exporter.submit([_span(i) for i in range(4)])
+    exporter.submit([_span(i) for i in range(4)])  # one fits, three are dropped
+    assert exporter.pending == 5
+    assert counters.get("railgate_telemetry_dropped_total", "t") == 3
+    exporter.start()  # port 9 refuses: every batch fails and is dropped, counted
+    for _ in range(200):
+        if exporter.pending == 0:
+            break
+        await asyncio.sleep(0.01)
+    await exporter.close()
+    assert counters.get("railgate_telemetry_dropped_total", "t") == 8
+    assert counters.get("railgate_telemetry_exported_total", "t") == 0
