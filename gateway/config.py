@@ -20,6 +20,7 @@ import msgspec
 import yaml
 
 from gateway.limits.spec import LimiterSettings, Limits, ModelLimits, ProviderLimits
+from gateway.pricing import ModelPrice
 from rails.policy import PolicyError, parse_policy
 
 __all__ = [
@@ -163,6 +164,8 @@ class TenantConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`{<model>: {rpm, tpm}}`: this tenant's limits per model."""
     langfuse: LangfuseSettings | None = None
     """This tenant's own Langfuse project (instead of `telemetry.langfuse`)."""
+    prices: dict[str, ModelPrice] | None = None
+    """`{<model>: {input_price_per_mtok, output_price_per_mtok}}`: this tenant's own prices."""
 
 
 class RailsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -266,7 +269,7 @@ def parse_settings(raw: dict[str, Any], env: Mapping[str, str] | None = None) ->
     return _drop_disabled_providers(settings, env)
 
 
-_TYPED_DICTS: dict[str, type[msgspec.Struct]] = {"model_limits": ModelLimits}
+_TYPED_DICTS: dict[str, type[msgspec.Struct]] = {"model_limits": ModelLimits, "prices": ModelPrice}
 """Mappings whose values are structs: msgspec reports their keys as `[...]`."""
 _SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
@@ -402,9 +405,10 @@ def _check(settings: Settings, env: Mapping[str, str]) -> None:
         for j, name in enumerate(t.models or ()):
             if name not in models:
                 raise ConfigError(f"{at}.models[{j}]", f"unknown model {name!r}")
-        for name in t.model_limits or {}:
-            if name not in models:
-                raise ConfigError(f"{at}.model_limits.{name}", f"unknown model {name!r}")
+        for field, named in (("model_limits", t.model_limits), ("prices", t.prices)):
+            for name in named or {}:
+                if name not in models:
+                    raise ConfigError(f"{at}.{field}.{name}", f"unknown model {name!r}")
         for j, k in enumerate(t.keys):
             digest = k.key_sha256.lower()
             if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):

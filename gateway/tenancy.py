@@ -49,7 +49,12 @@ class Authenticator:
         self._keys: dict[str, ApiKey] = {}
         for t in settings.tenants:
             self._tenants[t.id] = Tenant(
-                id=t.id, name=t.name, models=t.models, limits=t.limits, model_limits=t.model_limits
+                id=t.id,
+                name=t.name,
+                models=t.models,
+                limits=t.limits,
+                model_limits=t.model_limits,
+                prices=t.prices,
             )
             for i, k in enumerate(t.keys):
                 digest = k.key_sha256.lower()

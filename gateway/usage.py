@@ -24,6 +24,7 @@ from typing import Protocol
 from gateway.call import Call
 from gateway.ledger.records import UsageRecord
 from gateway.limits.tokens import estimate_tokens
+from gateway.pricing import price_of
 
 __all__ = ["UsageRecord", "UsageSink", "log_record", "record_for", "spend_micro_usd"]
 
@@ -62,9 +63,8 @@ def _main_cost(call: Call) -> tuple[int, int, int]:
     usage = call.usage
     prompt = usage.prompt_tokens if usage else 0
     completion = usage.completion_tokens if usage else 0
-    model = call.route.model
-    cost = round(prompt * model.input_price_per_mtok + completion * model.output_price_per_mtok)
-    return prompt, completion, cost
+    input_price, output_price = price_of(call)
+    return prompt, completion, round(prompt * input_price + completion * output_price)
 
 
 def spend_micro_usd(call: Call) -> int:
@@ -102,7 +102,7 @@ def record_for(call: Call) -> UsageRecord:
     elif call.upstream_started is not None and (call.status < 400 or call.status == DISCONNECTED):
         estimated = True
         prompt, completion = estimate_tokens(call.request, 0)[0], 0
-        cost = round(prompt * model.input_price_per_mtok)
+        cost = round(prompt * price_of(call)[0])
     upstream_ms = None
     if call.upstream_started is not None and call.upstream_ended is not None:
         upstream_ms = (call.upstream_ended - call.upstream_started) * 1000

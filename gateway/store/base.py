@@ -16,6 +16,7 @@ import msgspec
 from gateway.ledger.backend import Ledger
 from gateway.limits.backend import LimitBackend
 from gateway.limits.spec import Limits, ModelLimits
+from gateway.pricing import ModelPrice
 
 __all__ = ["ApiKey", "DuplicateKey", "Store", "Tenant"]
 
@@ -31,6 +32,8 @@ class Tenant(msgspec.Struct, frozen=True):
     """Rate limits and budgets of the whole tenant."""
     model_limits: dict[str, ModelLimits] | None = None
     """Per-model rate limits of this tenant."""
+    prices: dict[str, ModelPrice] | None = None
+    """This tenant's own prices per model, instead of the models' list prices."""
 
 
 class ApiKey(msgspec.Struct, frozen=True):

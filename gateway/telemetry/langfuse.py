@@ -36,6 +36,7 @@ import orjson
 
 from gateway.config import ExportSettings, LangfuseSettings, Settings
 from gateway.metrics import Counters
+from gateway.pricing import price_of
 from gateway.sse import data_of
 from gateway.telemetry.exporter import BatchExporter
 from gateway.telemetry.observer import Exchange
@@ -163,15 +164,15 @@ def _capped(value: Any) -> str:
 
 
 def generation(call: Call, record: UsageRecord, send_content: bool) -> Span:
-    model = call.route.model
+    input_price, output_price = price_of(call)
     prompt, completion = record.prompt_tokens, record.completion_tokens
     usage = {"input": prompt, "output": completion, "total": prompt + completion}
     if record.cached_tokens:
         usage["input_cached_tokens"] = record.cached_tokens
     if record.reasoning_tokens:
         usage["output_reasoning_tokens"] = record.reasoning_tokens
-    input_usd = prompt * model.input_price_per_mtok / 1e6
-    output_usd = completion * model.output_price_per_mtok / 1e6
+    input_usd = prompt * input_price / 1e6
+    output_usd = completion * output_price / 1e6
     metadata = {
         "tenant_id": record.tenant_id,
         "key_id": record.key_id,

@@ -51,20 +51,25 @@ _ERROR = 2
 """OTLP `Status.StatusCode.STATUS_CODE_ERROR`."""
 
 
-def _value(value: AttributeValue) -> dict[str, Any]:
-    if isinstance(value, str):
-        return {"stringValue": value}
-    if isinstance(value, bool):
-        return {"boolValue": value}
-    if isinstance(value, int):
-        return {"intValue": str(value)}
-    if isinstance(value, float):
-        return {"doubleValue": value}
-    return {"arrayValue": {"values": [{"stringValue": str(v)} for v in value]}}
+def _array(values: list[str]) -> dict[str, Any]:
+    return {"arrayValue": {"values": [{"stringValue": str(v)} for v in values]}}
+
+
+_ENCODE: dict[type, Any] = {
+    str: lambda v: {"stringValue": v},
+    bool: lambda v: {"boolValue": v},
+    int: lambda v: {"intValue": str(v)},
+    float: lambda v: {"doubleValue": v},
+    list: _array,
+    tuple: _array,
+}
+"""Attribute value type → its OTLP `AnyValue` (dispatch on the exact type: `bool` is
+an `int`)."""
 
 
 def encode_attributes(attributes: Mapping[str, AttributeValue]) -> list[dict[str, Any]]:
-    return [{"key": k, "value": _value(v)} for k, v in attributes.items()]
+    encode = _ENCODE
+    return [{"key": k, "value": encode[type(v)](v)} for k, v in attributes.items()]
 
 
 def _span(span: Span) -> dict[str, Any]:

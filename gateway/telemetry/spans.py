@@ -287,9 +287,10 @@ def _span_ids(count: int) -> list[str]:
 
 
 def request_parameters(body: Mapping[str, Any], attrs: dict[str, AttributeValue]) -> None:
-    for field, name in _REQUEST_PARAMETERS.items():
-        value = body.get(field)
-        if value is None or isinstance(value, bool):
+    """Add the GenAI request-parameter attributes of an OpenAI request body to `attrs`."""
+    for field, value in body.items():
+        name = _REQUEST_PARAMETERS.get(field)
+        if name is None or value is None or isinstance(value, bool):
             continue
         if field == "stop":
             if isinstance(value, str):

@@ -7,6 +7,7 @@ import pytest
 
 from gateway.call import Call
 from gateway.config import ModelRoute, ProviderConfig
+from gateway.pricing import ModelPrice
 from gateway.providers.mock import MockProvider
 from gateway.providers.registry import Route
 from gateway.schemas import Usage, parse_request, reply_decoder
@@ -69,6 +70,21 @@ def test_a_reported_answer_with_details_and_timings():
     assert record.overhead_ms == pytest.approx(50.0)
     assert record.ttft_ms == pytest.approx(215.0)
     assert record.guard_actions is None
+
+
+def test_a_tenants_own_prices_win_over_the_list_price():
+    usage = reply_decoder.decode(
+        b'{"usage":{"prompt_tokens":1000,"completion_tokens":200,"total_tokens":1200}}'
+    ).usage
+    call = make_call(usage=usage, upstream_started=100.01, upstream_ended=100.2, ended=100.25)
+    prices = {"gpt-test": ModelPrice(input_price_per_mtok=1.0, output_price_per_mtok=4.0)}
+    call.caller = Caller(
+        msgspec.structs.replace(call.caller.tenant, prices=prices), call.caller.key
+    )
+    assert record_for(call).cost_micro_usd == 1000 * 1.0 + 200 * 4.0
+    other = {"another-model": ModelPrice(input_price_per_mtok=1.0)}
+    call.caller = Caller(msgspec.structs.replace(call.caller.tenant, prices=other), call.caller.key)
+    assert record_for(call).cost_micro_usd == 1000 * 2.5 + 200 * 10
 
 
 def test_null_details_still_count_the_usage():
