@@ -118,6 +118,7 @@ class FrontDoor:
                     duration_ms=(time.perf_counter() - began) * 1000,
                     client_ip=client_ip,
                     error=exc.code,
+                    proxied=True,
                 )
             )
             await _send_error(send, exc, rid)

@@ -114,6 +114,7 @@ class Proxy:
                     client_ip=client_ip,
                     error=exc.code,
                     trace_id=trace.trace_id,
+                    proxied=True,
                 )
             )
             raise

@@ -1,4 +1,4 @@
-"""`/metrics`: the process's counters in the Prometheus text format."""
+"""`/metrics`: the process's metrics in the Prometheus text format."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ __all__ = ["routes"]
 
 @get("/metrics")
 async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Served as `text/plain; version=0.0.4; charset=utf-8` (Litestar adds the charset)."""
     counters: Counters = request.app.state.counters
     return Response(counters.render(), media_type="text/plain; version=0.0.4")
 

@@ -37,6 +37,8 @@ class Exchange:
     error: str | None = None
     """Error code of the answer, e.g. `invalid_api_key`."""
     trace_id: str | None = None
+    proxied: bool = False
+    """A proxy route (`/v1/chat/completions`, …) refused before it became a call."""
 
 
 class CallObserver(Protocol):
