@@ -28,7 +28,7 @@ import aiohttp
 
 from gateway.config import ExportSettings
 from gateway.metrics import Counters
-from gateway.telemetry.otlp import SCOPE, encode_attributes, encode_request
+from gateway.telemetry.otlp import SCOPE, encode_attributes, encode_request, encode_span
 from gateway.telemetry.spans import AttributeValue, Span
 
 __all__ = ["BatchExporter"]
@@ -63,7 +63,7 @@ class BatchExporter:
             self._headers["content-encoding"] = "gzip"
         self._compress = compress
         self._timeout = aiohttp.ClientTimeout(total=timeout_s or settings.timeout_ms / 1000)
-        self._queue: deque[Span] = deque()
+        self._queue: deque[bytes] = deque()
         self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -84,7 +84,7 @@ class BatchExporter:
                 self._overflowing = True
                 log.warning("telemetry queue %s full: spans are dropped", self.name)
             spans = spans[: max(room, 0)]
-        self._queue.extend(spans)
+        self._queue.extend(map(encode_span, spans))
         if len(self._queue) >= self._settings.batch_spans:
             self._full.set()
 

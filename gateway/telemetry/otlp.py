@@ -41,6 +41,7 @@ __all__ = [
     "OtlpConfig",
     "encode_attributes",
     "encode_request",
+    "encode_span",
     "otlp_config",
     "parse_headers",
 ]
@@ -89,22 +90,30 @@ def _span(span: Span) -> dict[str, Any]:
     return out
 
 
+def encode_span(span: Span) -> bytes:
+    """One span as OTLP JSON: encoded at once, so a queued span is one `bytes` object
+    (nothing for the garbage collector to walk while it waits for its batch)."""
+    return orjson.dumps(_span(span))
+
+
 def encode_request(
-    spans: Iterable[Span],
+    spans: Iterable[bytes],
     resource: list[dict[str, Any]],
     scope: Mapping[str, Any] = SCOPE,
 ) -> bytes:
-    """One OTLP/HTTP JSON body (`ExportTraceServiceRequest`) holding `spans`."""
-    return orjson.dumps(
+    """One OTLP/HTTP JSON body (`ExportTraceServiceRequest`) holding encoded `spans`."""
+    head = orjson.dumps(
         {
             "resourceSpans": [
                 {
                     "resource": {"attributes": resource},
-                    "scopeSpans": [{"scope": scope, "spans": [_span(s) for s in spans]}],
+                    "scopeSpans": [{"scope": scope, "spans": []}],
                 }
             ]
         }
     )
+    # `...,"spans":[]}]}]}` → splice the spans into the empty list.
+    return head[:-6] + b",".join(spans) + head[-6:]
 
 
 def parse_headers(text: str) -> dict[str, str]:

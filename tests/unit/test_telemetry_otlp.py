@@ -10,7 +10,7 @@ import pytest
 from gateway.config import ConfigError, ExportSettings, load_settings
 from gateway.metrics import Counters
 from gateway.telemetry.exporter import BatchExporter
-from gateway.telemetry.otlp import encode_request, otlp_config, parse_headers
+from gateway.telemetry.otlp import encode_request, encode_span, otlp_config, parse_headers
 from gateway.telemetry.setup import build_telemetry
 from gateway.telemetry.spans import KIND_CLIENT, Span
 from gateway.telemetry.tracecontext import TraceContext, trace_context
@@ -133,7 +133,7 @@ def _span(i: int, error: str | None = None) -> Span:
 
 
 def test_encoding_follows_the_otlp_json_mapping() -> None:
-    body = orjson.loads(encode_request([_span(1, error="upstream_timeout")], []))
+    body = orjson.loads(encode_request([encode_span(_span(1, error="upstream_timeout"))], []))
     (span,) = body["resourceSpans"][0]["scopeSpans"][0]["spans"]
     assert body["resourceSpans"][0]["scopeSpans"][0]["scope"]["name"] == "railgate"
     assert span["traceId"] == TRACE and span["spanId"] == f"{1:016x}"
