@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from types import FrameType
 
 import msgspec
 
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.keys import new_key
 from gateway.store import MemoryStore, Store, Tenant, open_store
+from gateway.telemetry.logs import configure_logging
+from gateway.telemetry.sentry import init_sentry
 
 __all__ = ["main"]
 
@@ -98,6 +101,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import asgi_app, create_app
+    from gateway.asgi import LOG_LEVEL_ENV
     from gateway.bootstrap import ensure_demo_tenant
 
     server = settings.server
@@ -109,9 +113,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             print(f"railgate: invalid option {exc.path}: {exc.reason}", file=sys.stderr)
             return 2
     server = settings.server
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(args.log_level, settings.telemetry.log_format)
+    init_sentry(os.environ)
+    _exit_on_stop_signals()
     store: Store = open_store(settings.store)
     demo = asyncio.run(_bootstrap(settings, store, ensure_demo_tenant))
     if demo:
@@ -130,6 +134,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         "http": "httptools",
         "lifespan": "on",
         "log_level": args.log_level,
+        "log_config": None,  # uvicorn's loggers propagate to `configure_logging`'s handler
         "access_log": False,
         "server_header": False,
     }
@@ -149,8 +154,21 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _invalid(exc)
     os.environ["RAILGATE_CONFIG"] = settings.source
+    os.environ[LOG_LEVEL_ENV] = args.log_level
     uvicorn.run("gateway.asgi:app", factory=True, workers=server.workers, **common)
     return 0
+
+
+def _exit_on_stop_signals() -> None:
+    """Exit on SIGTERM or SIGINT through `SystemExit`, so `atexit` handlers run (the log
+    writer's, Sentry's). uvicorn restores these handlers after its graceful shutdown and
+    raises the signal again; the default action would drop the queued log lines."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
 
 
 def _invalid(exc: ConfigError) -> int:
