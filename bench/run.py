@@ -3,8 +3,10 @@
 Starts nginx as an instant fake OpenAI upstream, then each proxy in turn pinned to
 core 0, drives it with wrk pinned to core 1, and prints a markdown table with the
 Railgate/floor throughput ratio and, with the `railgate-pii` target (`--pii`), the
-PII-guard-on/no-guard ratio on a prompt full of varying PII, and with the
-`railgate-limits` target (`--limits`), the limits-on (Redis store)/no-limits ratio.
+PII-guard-on/no-guard ratio on a prompt full of varying PII, with the
+`railgate-limits` target (`--limits`), the limits-on (Redis store)/no-limits ratio, and
+with the `railgate-telemetry` target (`--telemetry`), the telemetry-on (OTLP + Langfuse
+exporters into bench/otlp_sink.py)/telemetry-off ratio, both on Redis.
 Every process it starts is stopped on exit. See bench/README.md.
 """
 
@@ -14,6 +16,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -33,10 +36,23 @@ from floor import BENCH_KEY
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-TARGETS = ("upstream", "floor", "railgate", "railgate-pii", "railgate-redis", "railgate-limits")
+TARGETS = (
+    "upstream",
+    "floor",
+    "railgate",
+    "railgate-pii",
+    "railgate-redis",
+    "railgate-limits",
+    "railgate-telemetry",
+)
 DEFAULT_TARGETS = ("upstream", "floor", "railgate")
-RAILGATES = ("railgate", "railgate-pii", "railgate-redis", "railgate-limits")
-ON_REDIS = ("railgate-redis", "railgate-limits")
+RAILGATES = ("railgate", "railgate-pii", "railgate-redis", "railgate-limits", "railgate-telemetry")
+ON_REDIS = ("railgate-redis", "railgate-limits", "railgate-telemetry")
+FLAG_TARGETS = {  # --flag: the (baseline, target) pair it adds
+    "pii": ("railgate", "railgate-pii"),
+    "limits": ("railgate-redis", "railgate-limits"),
+    "telemetry": ("railgate-redis", "railgate-telemetry"),
+}
 PROMPTS = {"plain": "post.lua", "pii": "post_pii.lua"}  # wrk scripts in bench/
 PII_ENTITIES = 5  # PII values per request in post_pii.lua
 RAILGATE_SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
@@ -45,6 +61,7 @@ UPSTREAM_KEY = "sk-bench-upstream-0000000000000000"
 APT_COMMAND = ["apt-get", "install", "-y", "--no-install-recommends", "wrk", "nginx"]
 GOAL_RATIO = 0.5
 GOAL_LIMITS_RATIO = 0.8  # limits on (Redis) / no limits, throughput
+GOAL_TELEMETRY_RATIO = 0.85  # telemetry exporters on / off (both on Redis), throughput
 GOAL_ADDED_MS = 1.0  # PII guard: median latency added per ~1 KB prompt at c=1
 CHAT_PATH = "/v1/chat/completions"
 ANSWER = (
@@ -105,6 +122,18 @@ LIMITS = """\
     model_limits: {bench-model: {rpm: 100000000}}
 """
 """Every kind of limit, high enough never to refuse: the cost of checking them all."""
+TELEMETRY = """\
+telemetry:
+  langfuse:
+    host: "{sink}"
+    public_key_env: BENCH_LANGFUSE_PUBLIC
+    secret_key_env: BENCH_LANGFUSE_SECRET
+    send_content: true
+"""
+"""Langfuse into the OTLP sink; the OTLP exporter is switched on by `TELEMETRY_ENV`."""
+LANGFUSE_KEYS = {"BENCH_LANGFUSE_PUBLIC": "pk-lf-bench", "BENCH_LANGFUSE_SECRET": "sk-lf-bench"}
+LANGFUSE_PATH = "/api/public/otel/v1/traces"
+TELEMETRY_METRICS = ("railgate_telemetry_exported_total", "railgate_telemetry_dropped_total")
 PII_SMOKE_TEXT = (
     "Mail ada.obi@example.com or call +234 803 123 4567 about card 4111 1111 1111 1111."
 )
@@ -134,6 +163,19 @@ class Result:
     """Mean `pii.pseudonymized=` count per guarded answer (pii prompt only)."""
     guard_ms: float | None = None
     """Mean of `x-railgate-guard-ms`, the gateway's own guard time (pii prompt only)."""
+    calls: int | None = None
+    """Requests the gateway counted (`railgate_requests_total`) in warm-up + run
+    (railgate-telemetry only, like the fields below)."""
+    sink_spans: int | None = None
+    """Spans bench/otlp_sink.py received for warm-up + run, once the exporters settled."""
+    sink_langfuse_spans: int | None = None
+    """Of `sink_spans`, those posted to Langfuse's path."""
+    telemetry_exported: dict[str, int] | None = None
+    """`railgate_telemetry_exported_total` added during warm-up + run, per exporter."""
+    telemetry_dropped: dict[str, int] | None = None
+    """`railgate_telemetry_dropped_total` added during warm-up + run, per exporter."""
+    sink_cpu_ms_per_call: float | None = None
+    """CPU of bench/otlp_sink.py per call over warm-up + run (part of other CPU %)."""
 
 
 def log(message: str) -> None:
@@ -393,8 +435,100 @@ def start_redis(procs: Processes, workdir: Path) -> str:
     raise RuntimeError("redis-server did not answer PING")
 
 
+def start_sink(procs: Processes) -> tuple[subprocess.Popen[bytes], str]:
+    """bench/otlp_sink.py, pinned like nginx and redis (it stands for another machine)."""
+    port = free_port()
+    cmd = ["taskset", "-c", LOAD_CORE, sys.executable, str(BENCH_DIR / "otlp_sink.py"), str(port)]
+    proc = procs.start("otlp-sink", cmd)
+    base = f"http://127.0.0.1:{port}"
+    wait_healthy(procs, "otlp-sink", proc, base)
+    return proc, base
+
+
+def sink_spans(sink: str) -> tuple[int, int]:
+    """Spans the sink received so far: all of them, and those posted to Langfuse's path."""
+    stats = json.loads(http(sink + "/stats")[1])
+    spans = sum(counts["spans"] for counts in stats.values())
+    return spans, stats.get(LANGFUSE_PATH, {}).get("spans", 0)
+
+
+def settle_sink(sink: str, quiet: float = 1.5, limit: float = 15.0) -> tuple[int, int]:
+    """Wait until no span arrived for `quiet` s (the exporters send every 1 s), so that
+    what was queued during a run is delivered before the next run starts; then count."""
+    deadline, last, since = time.monotonic() + limit, sink_spans(sink), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet:
+        time.sleep(0.2)
+        now = sink_spans(sink)
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
+def check_smoke_spans(sink: str, limit: float = 15.0) -> None:
+    """The smoke requests' spans must reach the sink from both exporters."""
+    deadline = time.monotonic() + limit
+    total, langfuse = sink_spans(sink)
+    while (not langfuse or total <= langfuse) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        total, langfuse = sink_spans(sink)
+    total, langfuse = settle_sink(sink)
+    log(f"railgate-telemetry smoke: sink received {total} spans ({langfuse} from Langfuse)")
+    if not langfuse or total <= langfuse:
+        raise RuntimeError("railgate-telemetry: an exporter sent nothing to the sink")
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def scrape(base: str) -> list[tuple[str, dict[str, str], float, str]]:
+    """The samples of the gateway's `/metrics`: name, labels, value and the line itself."""
+    status, text, _ = http(base + "/metrics")
+    if status != 200:
+        raise RuntimeError(f"{base}/metrics answered {status}")
+    samples = []
+    for line in text.decode().splitlines():
+        if (match := _SAMPLE.match(line)) is not None:
+            labels = dict(_LABEL.findall(match[2] or ""))
+            samples.append((match[1], labels, float(match[3]), line))
+    return samples
+
+
+def per_exporter(
+    samples: list[tuple[str, dict[str, str], float, str]], name: str
+) -> dict[str, int]:
+    """One counter's series by exporter (the label is `exporter`; an older `kind` too)."""
+    out: dict[str, int] = {}
+    for metric, labels, value, _line in samples:
+        if metric == name:
+            exporter = labels.get("exporter", labels.get("kind", ""))
+            out[exporter] = out.get(exporter, 0) + int(value)
+    return out
+
+
+def calls_counted(samples: list[tuple[str, dict[str, str], float, str]]) -> int:
+    return int(sum(v for name, _, v, _line in samples if name == "railgate_requests_total"))
+
+
+def telemetry_delta(
+    before: list[tuple[str, dict[str, str], float, str]],
+    after: list[tuple[str, dict[str, str], float, str]],
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Exported and dropped spans per exporter between two scrapes."""
+    out = []
+    for name in TELEMETRY_METRICS:
+        old, new = per_exporter(before, name), per_exporter(after, name)
+        out.append({k: v - old.get(k, 0) for k, v in sorted(new.items())})
+    return out[0], out[1]
+
+
 def start_proxy(
-    procs: Processes, target: str, upstream: str, workdir: Path, redis_url: str = ""
+    procs: Processes,
+    target: str,
+    upstream: str,
+    workdir: Path,
+    redis_url: str = "",
+    sink: str = "",
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAILGATE_", "OTEL_"))}
@@ -405,11 +539,15 @@ def start_proxy(
         key_sha256 = hashlib.sha256(BENCH_KEY.encode()).hexdigest()
         policy = {"railgate-pii": PII_POLICY, "railgate-limits": LIMITS}.get(target, "")
         store = redis_url if target in ON_REDIS else "memory://"
-        config.write_text(
-            RAILGATE_CONFIG.format(
-                port=port, upstream=upstream, key_sha256=key_sha256, policy=policy, store=store
-            )
+        text = RAILGATE_CONFIG.format(
+            port=port, upstream=upstream, key_sha256=key_sha256, policy=policy, store=store
         )
+        if target == "railgate-telemetry":  # both exporters into the sink
+            text += TELEMETRY.format(sink=sink)
+            env |= LANGFUSE_KEYS
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink  # `/v1/traces` gets appended
+            env["OTEL_SERVICE_NAME"] = "railgate-bench"
+        config.write_text(text)
         cmd = [railgate_command(), "serve", "--config", str(config), "--port", str(port)]
         env["BENCH_UPSTREAM_KEY"] = UPSTREAM_KEY
         if target == "railgate-pii":
@@ -498,8 +636,19 @@ COMPARISONS = {  # name: (target, baseline), both on the same prompt
     "railgate/floor": (("railgate", "plain"), ("floor", "plain")),
     "railgate-pii/railgate": (("railgate-pii", "pii"), ("railgate", "pii")),
     "railgate-limits/railgate-redis": (("railgate-limits", "plain"), ("railgate-redis", "plain")),
+    "railgate-telemetry/railgate-redis": (
+        ("railgate-telemetry", "plain"),
+        ("railgate-redis", "plain"),
+    ),
 }
-GOALS = {"railgate-limits/railgate-redis": GOAL_LIMITS_RATIO}
+GOALS = {
+    "railgate-limits/railgate-redis": GOAL_LIMITS_RATIO,
+    "railgate-telemetry/railgate-redis": GOAL_TELEMETRY_RATIO,
+}
+ON_OFF = {  # comparisons reported with p99, added p50 and CPU per round
+    "railgate-limits/railgate-redis": "Limits",
+    "railgate-telemetry/railgate-redis": "Telemetry",
+}
 
 
 def paired(results: list[Result], name: str) -> dict[int, list[tuple[Result, Result]]]:
@@ -553,6 +702,15 @@ def report(facts: dict[str, str], results: list[Result], args: argparse.Namespac
         f" ({PII_ENTITIES} PII values, varied per request); request bodies: {sizes}",
         "- guard ms: mean `x-railgate-guard-ms` (the gateway's own guard time per request);"
         " PII/req: mean `pii.pseudonymized=` count per answer",
+    ]
+    if "railgate-telemetry" in args.targets:
+        lines.append(
+            "- railgate-telemetry = railgate-redis + OTLP/HTTP JSON and Langfuse exporters"
+            " (send_content: true) into bench/otlp_sink.py on core "
+            f"{LOAD_CORE} (its CPU counts in other CPU %); both keep the default access log"
+            " on, part of the gateway's baseline"
+        )
+    lines += [
         "",
         "| target | prompt | conc. | req/s | p50 ms | p99 ms | proxy CPU ms/req "
         "| nginx CPU ms/req | other CPU % | guard ms | PII/req | errors |",
@@ -575,6 +733,7 @@ def report(facts: dict[str, str], results: list[Result], args: argparse.Namespac
         "railgate/floor": "Railgate/floor throughput",
         "railgate-pii/railgate": "Railgate PII on/off throughput (pii prompt)",
         "railgate-limits/railgate-redis": "Railgate limits on/off throughput (both on Redis)",
+        "railgate-telemetry/railgate-redis": "Railgate telemetry on/off throughput (both on Redis)",
     }
     for name, per_c in ratios(results).items():
         goal = GOALS.get(name, GOAL_RATIO)
@@ -586,12 +745,21 @@ def report(facts: dict[str, str], results: list[Result], args: argparse.Namespac
                 f"- {labels[name]} at c={c}: **{ratio:.2f}x** "
                 f"({verdict} the {goal}x goal; per round: {rounds})"
             )
-    for c, pairs in paired(results, "railgate-limits/railgate-redis").items():
-        p99 = ", ".join(f"{a.p99_ms:.2f} vs {b.p99_ms:.2f}" for a, b in pairs)
-        p50 = ", ".join(f"{a.p50_ms - b.p50_ms:+.2f}" for a, b in pairs)
-        lines.append(
-            f"- Limits on/off at c={c}: p99 ms (on vs off) per round: {p99}; p50 added ms: {p50}"
-        )
+    for name, what in ON_OFF.items():
+        for c, pairs in paired(results, name).items():
+            p99s = ", ".join(f"{a.p99_ms:.2f} vs {b.p99_ms:.2f}" for a, b in pairs)
+            p50s = ", ".join(f"{a.p50_ms - b.p50_ms:+.2f}" for a, b in pairs)
+            cpus = ", ".join(
+                f"{a.proxy_cpu_ms_per_req or 0:.3f} vs {b.proxy_cpu_ms_per_req or 0:.3f}"
+                for a, b in pairs
+            )
+            lines.append(
+                f"- {what} on/off at c={c}: p99 ms (on vs off) per round: {p99s}; "
+                f"p50 added ms: {p50s}; proxy CPU ms/req (on vs off) per round: {cpus}"
+            )
+    for r in results:
+        if r.sink_spans is not None:
+            lines.append(f"- Telemetry export, round {r.round} c={r.concurrency}: {export_note(r)}")
     for c, added in pii_added(results).items():
         p50 = statistics.median(added["p50_ms"])
         verdict = "meets" if p50 <= GOAL_ADDED_MS else "ABOVE"
@@ -602,6 +770,19 @@ def report(facts: dict[str, str], results: list[Result], args: argparse.Namespac
             f"({goal}per round: {per_round})"
         )
     return "\n".join(lines)
+
+
+def export_note(r: Result) -> str:
+    """What the exporters delivered during one railgate-telemetry run (warm-up included)."""
+
+    def each(counts: dict[str, int] | None) -> str:  # "" = the series without labels
+        return ", ".join(f"{k} {v:,}" if k else f"{v:,}" for k, v in (counts or {}).items())
+
+    return (
+        f"sink received {r.sink_spans:,} spans ({r.sink_langfuse_spans:,} from Langfuse) "
+        f"for {r.calls:,} calls (warm-up included); exported: {each(r.telemetry_exported)}; "
+        f"dropped: {each(r.telemetry_dropped) or 0}; sink CPU {r.sink_cpu_ms_per_call:.3f} ms/call"
+    )
 
 
 def parse_args() -> argparse.Namespace:
@@ -621,6 +802,11 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="add railgate-limits (Redis store, every limit on) and railgate-redis (no limits)",
     )
+    parser.add_argument(
+        "--telemetry",
+        action="store_true",
+        help="add railgate-telemetry (OTLP + Langfuse exporters on) and railgate-redis (off)",
+    )
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
     parser.add_argument(
         "--warmup", type=int, default=2, help="seconds of discarded warm-up per run"
@@ -637,15 +823,51 @@ def parse_args() -> argparse.Namespace:
     wanted = set(args.targets.split(","))
     if unknown := wanted - set(TARGETS):
         parser.error(f"unknown target(s): {', '.join(sorted(unknown))}")
-    if args.pii:
-        wanted |= {"railgate", "railgate-pii"}
-    if args.limits:
-        wanted |= set(ON_REDIS)
+    for flag, pair in FLAG_TARGETS.items():
+        if getattr(args, flag):
+            wanted |= set(pair)
     args.targets = [t for t in TARGETS if t in wanted]
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     if not args.targets or min(args.duration, args.warmup, args.rounds) < 1:
         parser.error("need a known target and --duration, --warmup, --rounds >= 1")
     return args
+
+
+@dataclass
+class ExportSnapshot:
+    """Where the sink and the gateway's counters stood before a railgate-telemetry run."""
+
+    spans: tuple[int, int]
+    samples: list[tuple[str, dict[str, str], float, str]]
+    sink_cpu_s: float
+
+    @classmethod
+    def take(cls, sink: str, sink_pid: int, base: str) -> "ExportSnapshot":
+        return cls(sink_spans(sink), scrape(base), tree_cpu_seconds(sink_pid))
+
+
+def record_export(
+    result: Result, sink: str, sink_pid: int, base: str, before: ExportSnapshot
+) -> None:
+    """After a railgate-telemetry run: let the exporters deliver what is queued, then put
+    what the sink received and the gateway's telemetry counters into `result`."""
+    settle_sink(sink)
+    after = ExportSnapshot.take(sink, sink_pid, base)
+    result.sink_spans = after.spans[0] - before.spans[0]
+    result.sink_langfuse_spans = after.spans[1] - before.spans[1]
+    result.calls = calls_counted(after.samples) - calls_counted(before.samples)
+    exported, dropped = telemetry_delta(before.samples, after.samples)
+    result.telemetry_exported, result.telemetry_dropped = exported, dropped
+    cpu_s = after.sink_cpu_s - before.sink_cpu_s
+    result.sink_cpu_ms_per_call = cpu_s * 1000 / max(result.calls, 1)
+    log(f"railgate-telemetry c={result.concurrency}: {export_note(result)}")
+    for name, _labels, _value, line in after.samples:
+        if name in TELEMETRY_METRICS:
+            log(f"  /metrics: {line}")
+    if sum(exported.values()) != result.sink_spans:
+        log(f"WARNING: the sink got {result.sink_spans} spans, /metrics says {exported} exported")
+    if any(dropped.values()):
+        log(f"WARNING: spans dropped during the run: {dropped} (see railgate-telemetry.log)")
 
 
 def main() -> int:
@@ -670,19 +892,30 @@ def main() -> int:
             endpoints: dict[str, tuple[int | None, str]] = {"upstream": (None, upstream)}
             on_redis = set(ON_REDIS) & set(args.targets)
             redis_url = start_redis(procs, workdir) if on_redis else ""
+            sink_pid, sink = 0, ""
+            if "railgate-telemetry" in args.targets:
+                sink_proc, sink = start_sink(procs)
+                sink_pid = sink_proc.pid
             for target in args.targets:
                 if target != "upstream":
-                    proxy, base = start_proxy(procs, target, upstream, workdir, redis_url)
+                    proxy, base = start_proxy(procs, target, upstream, workdir, redis_url, sink)
                     endpoints[target] = (proxy.pid, base)
+            if sink:
+                check_smoke_spans(sink)
             for rnd in range(1, args.rounds + 1):
                 for connections in args.concurrency:
                     for target, prompt in runs_per_round:  # compared runs back to back
                         pid, base = endpoints[target]
                         pids = (pid, nginx.pid)
+                        telemetry = target == "railgate-telemetry"
+                        if telemetry:
+                            before = ExportSnapshot.take(sink, sink_pid, base)
                         result = measure(
                             target, prompt, base, pids, connections, rnd, args.duration, args.warmup
                         )
                         results.append(result)
+                        if telemetry:
+                            record_export(result, sink, sink_pid, base, before)
                         if problem := guard_problem(result):
                             log(f"WARNING: {target} c={connections}: {problem}")
         except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as exc:
