@@ -24,6 +24,8 @@ from gateway.pricing import ModelPrice
 from rails.policy import PolicyError, parse_policy
 
 __all__ = [
+    "AdminKeyEntry",
+    "AdminSettings",
     "ConfigError",
     "ExportSettings",
     "KeyEntry",
@@ -147,6 +149,20 @@ class TelemetrySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     """Application and access logs as JSON lines, or plain text for a terminal."""
 
 
+class AdminKeyEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: str
+    """Name of the admin key in the audit log (e.g. `ops-alice`)."""
+    key_sha256: str
+    """Lower-case hex SHA-256 of the admin key."""
+
+
+class AdminSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    keys: tuple[AdminKeyEntry, ...] = ()
+    """Hashed admin keys, besides `RAILGATE_ADMIN_KEY` from the environment."""
+    key_env: str = "RAILGATE_ADMIN_KEY"
+    """Environment variable holding an admin key (audited as `env`)."""
+
+
 class TenantConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: str
     """Stable tenant id used in keys, reports and limits."""
@@ -218,6 +234,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """How limits talk to the store: deadline, lease time, default output reservation."""
     ledger: LedgerSettings = LedgerSettings()
     """The usage ledger: retention, and how records are buffered and written."""
+    admin: AdminSettings = AdminSettings()
+    """Who may use the admin API (`/admin/v1`)."""
     telemetry: TelemetrySettings = TelemetrySettings()
     """Langfuse, span export queues, access log and log format (OpenTelemetry itself is
     configured by the standard `OTEL_*` variables)."""
@@ -392,6 +410,14 @@ def _check(settings: Settings, env: Mapping[str, str]) -> None:
             raise ConfigError(at, "prices cannot be negative")
 
     _check_langfuse("$.telemetry.langfuse", settings.telemetry.langfuse, env)
+    admin_ids: set[str] = set()
+    for i, a in enumerate(settings.admin.keys):
+        if not a.id or a.id in admin_ids or a.id == "env":
+            raise ConfigError(f"$.admin.keys[{i}].id", "must be non-empty, unique and not `env`")
+        admin_ids.add(a.id)
+        digest = a.key_sha256.lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ConfigError(f"$.admin.keys[{i}].key_sha256", "must be 64 hex characters")
     _check_policy("$.default_policy", settings.default_policy)
     tenants: set[str] = set()
     hashes: set[str] = set()

@@ -42,3 +42,12 @@ class Ledger(Protocol):
         """A tenant's totals over the UTC days `from_day`..`to_day` (both included), one
         row per `group_by` value (calls without an end user group as None, first), read
         from the day aggregates, never from raw records."""
+
+    async def user_records(self, tenant_id: str, user: str) -> list[UsageRecord]:
+        """Every retained record of a tenant that names end user `user` (data-subject
+        export), in write order. Scans the tenant's retained log."""
+
+    async def erase_user(self, tenant_id: str, user: str) -> int:
+        """Remove every retained record of a tenant that names `user`, and move the
+        user's share of the day totals to the no-user group (tenant, model and key totals
+        stay right; the user id disappears). Returns how many records were removed."""

@@ -8,6 +8,9 @@ One process's memory is not a month of raw records: beyond `max_records` (defaul
 `MAX_RECORDS`) the oldest records leave the log, and their ids the dedupe sets; the day
 totals keep everything. A write retried after its records left (never, in one process:
 memory writes do not fail) would count twice.
+
+Erasing an end user drops their records from the log and moves their day counters onto
+the same model and key without a user (`records.anonymous_field`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from gateway.ledger.records import (
     Retention,
     UsageRecord,
     UsageTotals,
+    anonymous_field,
     day_end,
     day_of,
     days_between,
@@ -114,3 +118,23 @@ class MemoryLedger:
             if entry is not None and entry[0] > now:
                 days.append((day, entry[1]))
         return sum_fields(days, group_by)
+
+    async def user_records(self, tenant_id: str, user: str) -> list[UsageRecord]:
+        return [record for _, record in self._log.get(tenant_id, ()) if record.user == user]
+
+    async def erase_user(self, tenant_id: str, user: str) -> int:
+        # The dedupe sets stay: they hold entry ids (request id @ time), never the user,
+        # and keep a retried write from bringing erased records back.
+        log = self._log.pop(tenant_id, deque())
+        kept = deque(e for e in log if e[1].user != user)
+        if kept:
+            self._log[tenant_id] = kept
+        erased = {entry_id(r) for _, r in log if r.user == user}
+        self._order = deque(o for o in self._order if o[1] != tenant_id or o[3] not in erased)
+        for (tenant, _), (_, counters) in self._days.items():
+            if tenant == tenant_id:
+                for name in list(counters):
+                    target = anonymous_field(name, user)
+                    if target is not None:
+                        counters[target] = counters.get(target, 0) + counters.pop(name)
+        return len(log) - len(kept)

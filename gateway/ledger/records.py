@@ -33,6 +33,7 @@ __all__ = [
     "Retention",
     "UsageRecord",
     "UsageTotals",
+    "anonymous_field",
     "day_end",
     "day_of",
     "days_between",
@@ -196,3 +197,13 @@ def sum_fields(
             row[metric] = row.get(metric, 0) + value
     ordered = sorted(sums, key=lambda g: (g is not None, g or ""))
     return [UsageTotals(group=g, **sums[g]) for g in ordered]
+
+
+def anonymous_field(name: str, user: str) -> str | None:
+    """For a day counter of end user `user` (`<metric>:<group field>`), the same counter
+    of the same model and key without an end user; None for any other counter."""
+    metric, _, group = name.partition(":")
+    model, key_id, named = _combo_dec.decode(group)
+    if named != user:
+        return None
+    return f"{metric}:{_combo.encode((model, key_id, None)).decode()}"

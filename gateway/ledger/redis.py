@@ -18,12 +18,19 @@ reads the range from `from_ts` (less `CLOCK_SKEW_MS`) up to `to_ts` plus
 `LATE_WRITE_MS` and filters by each record's own timestamp. Records written more than
 `LATE_WRITE_MS` after they ended (a longer Redis outage) are in the totals but not in
 a time-range listing.
+
+Data-subject requests scan the tenant's whole log (`XRANGE` in pages). `erase_user`
+deletes the user's entries (`XDEL`) and, one `ERASE` script per day hash of the tenant
+(found with `SCAN`), moves each of the user's counters onto the same model and key
+without a user. The id sets stay: they hold entry ids (request id @ time), never the
+user, and keep a retried write from bringing erased records back.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import re
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import msgspec
@@ -37,6 +44,7 @@ from gateway.ledger.records import (
     Retention,
     UsageRecord,
     UsageTotals,
+    anonymous_field,
     day_end,
     day_of,
     days_between,
@@ -90,6 +98,17 @@ return added
 (ids expire-at, day expire-at) per day, then per record: day number (1-based), entry id,
 JSON, group, and one value per metric."""
 
+ERASE = """
+for i = 1, #ARGV, 2 do
+  local value = redis.call('HGET', KEYS[1], ARGV[i])
+  if value then
+    redis.call('HINCRBY', KEYS[1], ARGV[i + 1], value)
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+"""
+"""KEYS: a day hash. ARGV: pairs of (a user's counter, the same counter without the user)."""
+
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder(UsageRecord)
 
@@ -106,6 +125,7 @@ class RedisLedger:
         self._r = client
         self._prefix = prefix
         self._append = client.register_script(APPEND)
+        self._erase = client.register_script(ERASE)
         self._batch = batch or AutoPipeline(client, deadline_s=2.0)
 
     def _key(self, tenant_id: str, name: str) -> str:
@@ -179,3 +199,47 @@ class RedisLedger:
             ),
             group_by,
         )
+
+    async def user_records(self, tenant_id: str, user: str) -> list[UsageRecord]:
+        return [record async for _, record in self._user_entries(tenant_id, user)]
+
+    async def erase_user(self, tenant_id: str, user: str) -> int:
+        log = self._key(tenant_id, "log")
+        ids = [entry async for entry, _ in self._user_entries(tenant_id, user)]
+        erased = 0
+        for at in range(0, len(ids), _PAGE):
+            erased += int(await self._r.xdel(log, *ids[at : at + _PAGE]))
+        pattern = _glob_escape(self._key(tenant_id, "day:")) + "*"
+        async for day in self._r.scan_iter(match=pattern, count=_PAGE):
+            names: list[bytes] = await self._r.hkeys(day)  # type: ignore[assignment]
+            args: list[str] = []
+            for name in map(bytes.decode, names):
+                target = anonymous_field(name, user)
+                if target is not None:
+                    args += (name, target)
+            if args:
+                await self._erase([day], args)
+        return erased
+
+    async def _user_entries(
+        self, tenant_id: str, user: str
+    ) -> AsyncIterator[tuple[bytes, UsageRecord]]:
+        """(stream id, record) of each of `user`'s retained records, in write order."""
+        log = self._key(tenant_id, "log")
+        start = "-"
+        while True:
+            page: list[tuple[bytes, dict[bytes, bytes]]] = await self._r.xrange(  # type: ignore[assignment]
+                log, start, "+", count=_PAGE
+            )
+            for entry, fields in page:
+                record = _dec.decode(fields[b"r"])
+                if record.user == user:
+                    yield entry, record
+            if len(page) < _PAGE:
+                return
+            start = "(" + page[-1][0].decode()
+
+
+def _glob_escape(text: str) -> str:
+    """`text` matched literally by a `SCAN MATCH` pattern (tenant ids are free text)."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)

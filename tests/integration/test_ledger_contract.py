@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 
 from gateway.ledger.memory import MemoryLedger
 from gateway.ledger.records import METRICS, Retention, UsageRecord, UsageTotals, day_of
@@ -246,6 +247,100 @@ async def test_redis_layout_one_slot_per_tenant_with_expiry(redis_store):
         client.close()
 
 
+def dsar_workload(tenant: str = "acme") -> list[UsageRecord]:
+    """alice, bob and no user, on two days, two models and two keys."""
+    return [
+        make(tenant, user="alice", cached_tokens=3),
+        make(tenant, user="alice", model="claude-test", key_id="key_b", status=429),
+        make(tenant, user="alice", timestamp=NOW - DAY, blocked=True, status=400),
+        make(tenant, user="alice", model="claude-test", timestamp=NOW - DAY),
+        make(tenant, user="bob", prompt_tokens=90),
+        make(tenant, user="bob", model="claude-test", timestamp=NOW - DAY),
+        make(tenant, cost_micro_usd=5),
+        make(tenant, key_id="key_b", timestamp=NOW - DAY),
+    ]
+
+
+async def test_user_records_are_exactly_the_users(store):
+    records = dsar_workload()
+    await store.ledger.append_usage([*records, *dsar_workload("other")])
+    alice = [r for r in records if r.user == "alice"]
+    assert await store.ledger.user_records("acme", "alice") == alice
+    assert await store.ledger.user_records("acme", "carol") == []
+    assert await store.ledger.user_records("nobody", "alice") == []
+
+
+async def test_erase_user_keeps_every_total_but_the_users(store):
+    records = dsar_workload()
+    other = dsar_workload("other")
+    await store.ledger.append_usage([*records, *other])
+    before = {
+        g: await store.ledger.usage_totals("acme", YESTERDAY, TODAY, g)
+        for g in ("day", "model", "key")
+    }
+    assert await store.ledger.erase_user("acme", "alice") == 4
+    assert await store.ledger.user_records("acme", "alice") == []
+    assert await store.ledger.user_records("other", "alice") == [
+        r for r in other if r.user == "alice"
+    ]  # another tenant's user of the same name is not this one
+    for group_by, totals in before.items():
+        assert await store.ledger.usage_totals("acme", YESTERDAY, TODAY, group_by) == totals
+    anonymous = [dataclasses.replace(r, user=None) if r.user == "alice" else r for r in records]
+    assert await store.ledger.usage_totals("acme", YESTERDAY, TODAY, "user") == expected(
+        anonymous, "user"
+    )
+    assert await store.ledger.usage_records("acme", NOW - 2 * DAY, NOW + 1) == [
+        r for r in records if r.user != "alice"
+    ]
+    assert await store.ledger.erase_user("acme", "alice") == 0
+    assert await store.ledger.append_usage(records) == 0  # a retried write brings none back
+    assert await store.ledger.user_records("acme", "alice") == []
+
+
+async def test_erase_user_without_records_moves_the_totals_too(store):
+    """Totals outlive the raw records: erasure reaches days whose records are gone."""
+    short = Retention(records_s=1, totals_s=400 * DAY)
+    old = make(user="alice", timestamp=NOW - 40 * DAY)
+    await store.ledger.append_usage([old], short)
+    await asyncio.sleep(1.1)
+    await store.ledger.append_usage([make(timestamp=time.time())], short)  # trims the log
+    assert await store.ledger.user_records("acme", "alice") == []
+    assert await store.ledger.erase_user("acme", "alice") == 0
+    day = day_of(old.timestamp)
+    (row,) = await store.ledger.usage_totals("acme", day, day, "user")
+    assert row.group is None and row.requests == 1
+
+
+async def test_redis_erase_leaves_the_user_nowhere(redis_store):
+    records = dsar_workload()
+    await redis_store.ledger.append_usage(records)
+    assert "alice" in await redis_values(redis_store.prefix)
+    await redis_store.ledger.erase_user("acme", "alice")
+    values = await redis_values(redis_store.prefix)
+    assert "bob" in values and "alice" not in values
+
+
+async def redis_values(prefix: str) -> str:
+    """Every key under `prefix` with its type and whole value, as one string."""
+    client = redis.asyncio.Redis.from_url(REDIS_URL, decode_responses=True)
+    found: list[str] = []
+    try:
+        async for name in client.scan_iter(match=f"{prefix}:*"):
+            kind = await client.type(name)
+            read = {
+                "string": client.get,
+                "hash": client.hgetall,
+                "set": client.smembers,
+                "list": lambda n: client.lrange(n, 0, -1),
+                "zset": lambda n: client.zrange(n, 0, -1, withscores=True),
+                "stream": lambda n: client.xrange(n),
+            }[kind]
+            found.append(f"{name} {kind} {await read(name)}")
+    finally:
+        await client.aclose()
+    return "\n".join(found)
+
+
 def test_records_are_plain_ids_and_counts():
     fields = {f.name for f in dataclasses.fields(UsageRecord)}
     assert not fields & {"prompt", "messages", "answer", "content", "key", "api_key"}
@@ -262,6 +357,17 @@ async def test_the_ledger_works_on_redis_cluster(cluster_store):  # noqa: F811 (
             tenant, YESTERDAY, TODAY, "user"
         ) == expected(mine, "user")
         assert await cluster_store.ledger.usage_records(tenant, NOW - 2 * DAY, NOW + 1) == mine
+
+
+async def test_erasure_works_on_redis_cluster(cluster_store):  # noqa: F811 (a fixture)
+    records = dsar_workload()
+    await cluster_store.ledger.append_usage(records)
+    before = await cluster_store.ledger.usage_totals("acme", YESTERDAY, TODAY, "model")
+    assert await cluster_store.ledger.erase_user("acme", "alice") == 4
+    assert await cluster_store.ledger.user_records("acme", "alice") == []
+    assert await cluster_store.ledger.usage_totals("acme", YESTERDAY, TODAY, "model") == before
+    users = await cluster_store.ledger.usage_totals("acme", YESTERDAY, TODAY, "user")
+    assert [u.group for u in users] == [None, "bob"]
 
 
 async def test_the_memory_ledger_keeps_a_bounded_log_and_every_total():
