@@ -33,6 +33,7 @@ from gateway.policies import TenantPolicies, guard_registry, rails_secret
 from gateway.providers.registry import ModelRouter, build_providers
 from gateway.proxy import Proxy
 from gateway.ratelimit import Limiter
+from gateway.reload import Reloader
 from gateway.routes import health, metrics, openai
 from gateway.store import Store, open_store
 from gateway.tasks import Tasks
@@ -75,6 +76,7 @@ def create_app(
     providers = build_providers(settings)
     router = ModelRouter(settings, providers)
     registry: GuardRegistry | None = None
+    policies: TenantPolicies | None = None
     if stages is None:
         registry = guard_registry(settings, router)
         policies = TenantPolicies(settings, registry)
@@ -96,6 +98,7 @@ def create_app(
     if sink is None:
         sink = ledger = LedgerSink(store.ledger, settings.ledger, counters)
     auth = Authenticator(settings, store)
+    reloader = Reloader(store, auth, policies)
     telemetry, exporters = build_telemetry(settings, counters, env, span_processors)
     proxy = Proxy(
         auth=auth,
@@ -116,6 +119,7 @@ def create_app(
             ledger.start()
         for exporter in exporters:
             exporter.start()
+        await reloader.start()
         # Everything built so far lives as long as the process: move it out of the
         # collector's sight so full collections stay short under load (p99 latency).
         gc.collect()
@@ -124,6 +128,7 @@ def create_app(
         try:
             yield
         finally:
+            await reloader.close()
             await tasks.drain()
             if ledger is not None:  # after the drain: the last calls' records are buffered
                 await ledger.close()
@@ -141,8 +146,19 @@ def create_app(
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         request_max_body_size=settings.server.max_body_bytes,
+        logging_config=None,  # logging belongs to `gateway.telemetry.logs`
         openapi_config=OpenAPIConfig(title="Railgate", version="0.1.0", path="/openapi"),
-        state=State({"settings": settings, "store": store, "proxy": proxy, "counters": counters}),
+        state=State(
+            {
+                "settings": settings,
+                "store": store,
+                "proxy": proxy,
+                "counters": counters,
+                "registry": registry,
+                "policies": policies,
+                "reloader": reloader,
+            }
+        ),
         debug=False,
     )
 

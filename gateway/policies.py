@@ -2,12 +2,15 @@
 
 Policies come from the config file (a tenant's `policy`, else `default_policy`) and are
 parsed once at start; every pipeline they need is built then too, so heavy engines
-(Presidio) are ready before the first request. Tenants created at run time use the
-default policy until the admin API lets them have their own.
+(Presidio) are ready before the first request. A tenant's active policy version in the
+store (set through the admin API) wins over the file: `reload()` reads them whenever
+the store's change counter moves (`gateway.reload`), builds their pipelines off the
+event loop, then swaps them in at once; a request sees the old policy or the new one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
@@ -15,6 +18,7 @@ from gateway.config import ConfigError, Settings
 from gateway.errors import GatewayError
 from gateway.providers.registry import ModelRouter
 from gateway.rails_llm import GatewayRailsLLM
+from gateway.store.base import Store
 from rails import GuardPipeline, GuardRegistry, Policy, parse_policy
 from rails.policy import DEFAULT_POLICY
 
@@ -49,6 +53,8 @@ class TenantPolicies:
             parse_policy(settings.default_policy) if settings.default_policy else DEFAULT_POLICY
         )
         self._by_tenant = {t.id: parse_policy(t.policy) for t in settings.tenants if t.policy}
+        self._stored: dict[str, tuple[int, Policy]] = {}
+        """Tenant id → (version, policy) of its active policy in the store."""
         self._build("$.default_policy", self._default)
         for i, tenant in enumerate(settings.tenants):
             if tenant.id in self._by_tenant:
@@ -73,7 +79,42 @@ class TenantPolicies:
         return any(spec.kind == "pii" for p in policies for spec in (*p.input, *p.output))
 
     def for_tenant(self, tenant_id: str) -> Policy:
+        stored = self._stored.get(tenant_id)
+        if stored is not None:
+            return stored[1]
         return self._by_tenant.get(tenant_id, self._default)
+
+    def file_policy(self, tenant_id: str) -> Policy:
+        """The policy the config file gives a tenant (its own, else the default)."""
+        return self._by_tenant.get(tenant_id, self._default)
+
+    async def reload(self, store: Store, tenant_ids: list[str]) -> None:
+        """Take every tenant's active policy version from the store; a version that
+        cannot be built (it was valid when accepted) keeps the tenant's previous one."""
+        stored: dict[str, tuple[int, Policy]] = {}
+        for tenant_id in tenant_ids:
+            active = await store.active_policy(tenant_id)
+            if active is None:
+                continue
+            known = self._stored.get(tenant_id)
+            if known is not None and known[0] == active.version:
+                stored[tenant_id] = known
+                continue
+            try:
+                policy = parse_policy(active.document)
+                await asyncio.to_thread(self._registry.pipeline, policy)
+            except ValueError as exc:
+                log.error(
+                    "tenant %s policy version %d cannot be built (%s); keeping the previous one",
+                    tenant_id,
+                    active.version,
+                    type(exc).__name__,
+                )
+                if known is not None:
+                    stored[tenant_id] = known
+                continue
+            stored[tenant_id] = (active.version, policy)
+        self._stored = stored
 
     def pipeline(self, policy: Policy) -> GuardPipeline:
         return self._registry.pipeline(policy)

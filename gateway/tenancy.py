@@ -3,6 +3,11 @@
 File tenants and keys (GitOps) are read once at start and win over the store for
 the same id. A key is refused (401) when it is unknown, revoked or expired, or when
 its tenant is unknown or disabled; the message never says which, nor echoes the key.
+
+Store lookups are cached in the process (unknown keys too, up to `CACHE_ENTRIES`) and
+the cache is emptied whenever the store's change counter moves (`gateway.reload`
+polls it every 250 ms), so a key revoked or a tenant disabled through the admin API is
+refused by every replica within a second, without a store round trip per request.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from gateway.keys import hash_key
 from gateway.store.base import ApiKey, Store, Tenant
 
 __all__ = ["Authenticator", "Caller", "extract_key"]
+
+CACHE_ENTRIES = 10_000
+"""Most keys (and tenants) remembered between two changes; beyond, the cache restarts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +55,8 @@ class Authenticator:
         self._store = store
         self._tenants: dict[str, Tenant] = {}
         self._keys: dict[str, ApiKey] = {}
+        self._stored_keys: dict[str, ApiKey | None] = {}
+        self._stored_tenants: dict[str, Tenant | None] = {}
         for t in settings.tenants:
             self._tenants[t.id] = Tenant(
                 id=t.id,
@@ -70,15 +80,40 @@ class Authenticator:
     def file_tenants(self) -> dict[str, Tenant]:
         return self._tenants
 
+    def invalidate(self) -> None:
+        """Forget what was read from the store (it changed)."""
+        self._stored_keys = {}
+        self._stored_tenants = {}
+
     async def tenant(self, tenant_id: str) -> Tenant | None:
-        return self._tenants.get(tenant_id) or await self._store.get_tenant(tenant_id)
+        found = self._tenants.get(tenant_id)
+        if found is not None:
+            return found
+        cache = self._stored_tenants
+        if tenant_id in cache:
+            return cache[tenant_id]
+        found = await self._store.get_tenant(tenant_id)
+        if len(cache) >= CACHE_ENTRIES:
+            cache.clear()
+        cache[tenant_id] = found
+        return found
+
+    async def _stored_key(self, digest: str) -> ApiKey | None:
+        cache = self._stored_keys
+        if digest in cache:
+            return cache[digest]
+        found = await self._store.get_key(digest)
+        if len(cache) >= CACHE_ENTRIES:
+            cache.clear()
+        cache[digest] = found
+        return found
 
     async def authenticate(self, secret: str | None) -> Caller:
         """Resolve a presented key; raise `AuthError` for anything but a usable key."""
         if not secret:
             raise AuthError("Missing API key. Send `Authorization: Bearer <key>`.")
         digest = hash_key(secret)
-        key = self._keys.get(digest) or await self._store.get_key(digest)
+        key = self._keys.get(digest) or await self._stored_key(digest)
         if key is None or not hmac.compare_digest(key.key_sha256, digest):
             raise AuthError("Invalid API key.")
         if not key.usable(time.time()):

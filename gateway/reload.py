@@ -1,0 +1,80 @@
+"""Hot reload: every replica follows admin changes through the store's change counter.
+
+Every admin change bumps `store.generation()`. The `Reloader` reads it every
+`POLL_S` (one tiny store read per replica, not per request); when it moved, the
+authenticator forgets its cached keys and tenants (revoked keys and disabled tenants
+are refused from then on) and the policies of every tenant are re-read. Requests in
+flight finish with what they started with; nothing restarts. A store that cannot be
+read is retried at the next tick, with caches kept as they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from redis.exceptions import RedisClusterException, RedisError
+
+from gateway.policies import TenantPolicies
+from gateway.store.base import Store
+from gateway.tenancy import Authenticator
+
+__all__ = ["POLL_S", "Reloader"]
+
+log = logging.getLogger("railgate")
+
+POLL_S = 0.25
+"""How often each replica reads the change counter: changes land within a second."""
+_UNREACHABLE = (RedisError, RedisClusterException, OSError, TimeoutError)
+
+
+class Reloader:
+    def __init__(self, store: Store, auth: Authenticator, policies: TenantPolicies | None) -> None:
+        self._store = store
+        self._auth = auth
+        self._policies = policies
+        self._seen: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    async def start(self) -> None:
+        """Load what the store holds now, then follow it (called by the lifespan)."""
+        with contextlib.suppress(*_UNREACHABLE):
+            await self.check()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="reload")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def check(self) -> bool:
+        """Reload if the store changed since the last check; True if it did."""
+        generation = await self._store.generation()
+        if generation == self._seen:
+            return False
+        self._auth.invalidate()
+        if self._policies is not None:
+            tenants = {t.id for t in await self._store.list_tenants()}
+            tenants.update(self._auth.file_tenants)
+            await self._policies.reload(self._store, sorted(tenants))
+        self._seen = generation
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_S)
+            try:
+                async with asyncio.timeout(5):
+                    await self.check()
+            except _UNREACHABLE as exc:
+                if not self._failing:
+                    self._failing = True
+                    log.warning("reload: store unreachable (%s); retrying", type(exc).__name__)
+                continue
+            if self._failing:
+                self._failing = False
+                log.warning("reload: store reachable again")
