@@ -120,10 +120,15 @@ class BatchExporter:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(interval):
                         await self._full.wait()
-            while self._queue:
+            # One batch, then more only while whole batches wait: what arrives during a
+            # POST waits for its batch to fill (or the interval), not a POST of its own.
+            await self._send_batch()
+            while len(self._queue) >= self._settings.batch_spans:
                 await self._send_batch()
 
     async def _send_batch(self) -> None:
+        if not self._queue:
+            return
         batch = [
             self._queue.popleft()
             for _ in islice(range(self._settings.batch_spans), len(self._queue))

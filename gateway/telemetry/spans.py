@@ -18,7 +18,7 @@ tracer; `otlp` encodes them and `sdk` hands them to SDK span processors when con
 
 from __future__ import annotations
 
-import os
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -269,7 +269,7 @@ class SpanFactory:
             attrs["error.type"] = exchange.error
         return Span(
             exchange.trace_id,
-            os.urandom(8).hex(),
+            _span_ids(1)[0],
             None,
             f"{exchange.method} {exchange.path}",
             KIND_SERVER,
@@ -281,8 +281,9 @@ class SpanFactory:
 
 
 def _span_ids(count: int) -> list[str]:
-    """`count` fresh span ids (one `urandom` call)."""
-    raw = os.urandom(8 * count).hex()
+    """`count` fresh span ids. Span ids need uniqueness, not secrecy: `random` (reseeded
+    in every forked worker) is what the OpenTelemetry SDK uses too, without a syscall."""
+    raw = f"{random.getrandbits(64 * count):0{16 * count}x}"
     return [raw[i : i + 16] for i in range(0, 16 * count, 16)]
 
 

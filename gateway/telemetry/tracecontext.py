@@ -4,13 +4,14 @@ An incoming `traceparent` is continued (same trace id, its span as our server sp
 parent, its sampled flag kept); otherwise a new trace starts, sampled. The span ids of
 the server span and of the upstream (GenAI client) span are chosen here, before the
 upstream call, so the `traceparent` sent upstream names our client span as its parent
-and spans built after the call (`gateway.telemetry.spans`) fit the same tree. Choosing
-ids costs one `os.urandom`; no span object exists while the request runs.
+and spans built after the call (`gateway.telemetry.spans`) fit the same tree. Ids come from
+`random.getrandbits` like the OpenTelemetry SDK's (unique, not secret; no syscall); no
+span object exists while the request runs.
 """
 
 from __future__ import annotations
 
-import os
+import random
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ class TraceContext:
 
 def trace_context(headers: Mapping[str, str]) -> TraceContext:
     """Continue the client's valid `traceparent` (version 00), else start a new trace."""
-    ids = os.urandom(16).hex()
+    ids = f"{random.getrandbits(128):032x}"
     match = _TRACEPARENT.match(headers.get("traceparent", ""))
     if match is not None:
         trace_id, parent, flags = match.groups()
@@ -62,7 +63,7 @@ def trace_context(headers: Mapping[str, str]) -> TraceContext:
                 sampled=bool(int(flags, 16) & 1),
                 tracestate=headers.get("tracestate") or None,
             )
-    trace_id = os.urandom(16).hex()
+    trace_id = f"{random.getrandbits(128) or 1:032x}"
     return TraceContext(
         trace_id=trace_id,
         span_id=ids[:16],
