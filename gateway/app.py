@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
@@ -21,6 +22,8 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
+from gateway.admin import routes as admin_routes
+from gateway.admin.auth import AdminKeys
 from gateway.config import Settings
 from gateway.content import RailStages
 from gateway.errors import exception_handlers
@@ -142,7 +145,7 @@ def create_app(
             await store.close()
 
     return Litestar(
-        route_handlers=[*openai.routes, *health.routes, *metrics.routes],
+        route_handlers=[*openai.routes, *health.routes, *metrics.routes, *admin_routes],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         request_max_body_size=settings.server.max_body_bytes,
@@ -157,6 +160,7 @@ def create_app(
                 "registry": registry,
                 "policies": policies,
                 "reloader": reloader,
+                "admin_keys": AdminKeys(settings.admin, os.environ if env is None else env),
             }
         ),
         debug=False,
