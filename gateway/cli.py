@@ -1,4 +1,12 @@
-"""`railgate` command line: serve, config validate, keys create. Thin by design."""
+"""`railgate` command line: serve, config validate, and the admin commands. Thin by design.
+
+`tenants`, `keys`, `policy` and `usage` are clients of the admin API (`cli_admin.py`).
+One exception keeps offline set-ups working: `keys create --config PATH` writes the key
+straight into the store that config names, with no running gateway and no admin key.
+
+The admin commands import nothing of the service, so the imports of config, store and
+app stay inside the functions of the local commands.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +18,13 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from types import FrameType
+from typing import TYPE_CHECKING
 
-import msgspec
+from gateway import cli_admin
 
-from gateway.config import ConfigError, Settings, load_settings
-from gateway.keys import new_key
-from gateway.store import MemoryStore, Store, Tenant, open_store
-from gateway.telemetry.logs import configure_logging
-from gateway.telemetry.sentry import init_sentry
+if TYPE_CHECKING:
+    from gateway.config import ConfigError, Settings
+    from gateway.store import Store
 
 __all__ = ["main"]
 
@@ -38,18 +45,29 @@ def _parser() -> argparse.ArgumentParser:
     validate = config_cmds.add_parser("validate", help="check a config file and exit")
     validate.add_argument("--config", help="config file (default: $RAILGATE_CONFIG or bundled)")
 
-    keys = commands.add_parser("keys", help="API keys")
-    keys_cmds = keys.add_subparsers(dest="keys_command", required=True)
-    create = keys_cmds.add_parser("create", help="create a key; the secret is printed once")
-    create.add_argument("--tenant", required=True, help="tenant id")
-    create.add_argument("--name", default="", help="label for the key")
-    create.add_argument("--create-tenant", action="store_true", help="create the tenant if missing")
-    create.add_argument("--config", help="config file (default: $RAILGATE_CONFIG or bundled)")
+    admin = cli_admin.add_commands(commands)
+    admin["keys create"].add_argument(
+        "--config",
+        metavar="PATH",
+        help="write the key straight into the store of this config file, without the "
+        "admin API (no running gateway, no admin key)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in cli_admin.COMMANDS and getattr(args, "config", None) is None:
+        return cli_admin.run(args)
+    if args.command == "keys" and (args.url or args.admin_key):
+        print(
+            "railgate: --config writes to the store directly; --url and --admin-key are for "
+            "the admin API: give one or the other",
+            file=sys.stderr,
+        )
+        return 2
+    from gateway.config import ConfigError, load_settings
+
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
@@ -64,11 +82,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     if args.command == "keys":
-        return asyncio.run(_create_key(settings, args.tenant, args.name, args.create_tenant))
+        expires_at = None if args.expires_in is None else time.time() + args.expires_in
+        return asyncio.run(
+            _create_key(settings, args.tenant, args.name, args.create_tenant, expires_at)
+        )
     return _serve(settings, args)
 
 
-async def _create_key(settings: Settings, tenant_id: str, name: str, create_tenant: bool) -> int:
+async def _create_key(
+    settings: Settings,
+    tenant_id: str,
+    name: str,
+    create_tenant: bool,
+    expires_at: float | None,
+) -> int:
+    from gateway.keys import new_key
+    from gateway.store import MemoryStore, Tenant, open_store
+
     store = open_store(settings.store)
     try:
         known = any(t.id == tenant_id for t in settings.tenants) or (
@@ -81,7 +111,7 @@ async def _create_key(settings: Settings, tenant_id: str, name: str, create_tena
                 )
                 return 1
             await store.put_tenant(Tenant(id=tenant_id, name=tenant_id, created_at=time.time()))
-        secret, record = new_key(tenant_id, name=name)
+        secret, record = new_key(tenant_id, name=name, expires_at=expires_at)
         await store.put_key(record)
     finally:
         await store.close()
@@ -103,6 +133,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.app import asgi_app, create_app
     from gateway.asgi import LOG_LEVEL_ENV
     from gateway.bootstrap import ensure_demo_tenant
+    from gateway.config import ConfigError
+    from gateway.store import MemoryStore, open_store
+    from gateway.telemetry.logs import configure_logging
+    from gateway.telemetry.sentry import init_sentry
 
     server = settings.server
     overrides = {k: v for k in ("host", "port", "workers") if (v := getattr(args, k)) is not None}
@@ -193,6 +227,8 @@ async def _bootstrap(
     store: Store,
     ensure: Callable[[Settings, Store], Awaitable[str | None]],
 ) -> str | None:
+    from gateway.store import MemoryStore
+
     try:
         return await ensure(settings, store)
     finally:
@@ -201,6 +237,8 @@ async def _bootstrap(
 
 
 def _with_server(settings: Settings, overrides: dict[str, object]) -> Settings:
+    import msgspec
+
     from gateway.config import parse_settings
 
     raw = msgspec.to_builtins(settings)
