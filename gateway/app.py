@@ -10,6 +10,7 @@ usage records go to the store's ledger (`LedgerSink`, flushed on shutdown).
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -71,10 +72,12 @@ def create_app(
     sink: UsageSink | None = None,
     env: Mapping[str, str] | None = None,
     span_processors: Sequence[SpanProcessor] = (),
+    warm_rails: bool = False,
 ) -> Litestar:
     """Build the app. Pass `store` to share one already opened (the CLI's demo bootstrap);
     `env` replaces `os.environ` for the `OTEL_*` and Langfuse key variables;
-    `span_processors` (OpenTelemetry SDK) get every span besides the configured exporters."""
+    `span_processors` (OpenTelemetry SDK) get every span besides the configured exporters;
+    `warm_rails` (servers, not tests) builds the PII engine in the background after start."""
     store = store or open_store(settings.store)
     providers = build_providers(settings)
     router = ModelRouter(settings, providers)
@@ -123,6 +126,8 @@ def create_app(
         for exporter in exporters:
             exporter.start()
         await reloader.start()
+        if warm_rails and policies is not None:
+            tasks.spawn(asyncio.to_thread(policies.warm))
         # Everything built so far lives as long as the process: move it out of the
         # collector's sight so full collections stay short under load (p99 latency).
         gc.collect()

@@ -26,4 +26,4 @@ def app() -> FrontDoor:
     level, fmt = os.environ.get(LOG_LEVEL_ENV, "info"), settings.telemetry.log_format
     configure_logging(level, fmt)
     init_sentry(os.environ)
-    return asgi_app(create_app(settings))
+    return asgi_app(create_app(settings, warm_rails=True))

@@ -178,7 +178,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         if not isinstance(store, MemoryStore):
             store = open_store(settings.store)
         try:
-            app = asgi_app(create_app(settings, store=store))
+            app = asgi_app(create_app(settings, store=store, warm_rails=True))
         except ConfigError as exc:
             return _invalid(exc)
         uvicorn.Server(uvicorn.Config(app, **common)).run()
