@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from gateway.config import Settings
 from gateway.errors import AuthError
@@ -22,6 +24,8 @@ from gateway.keys import hash_key
 from gateway.store.base import ApiKey, Store, Tenant
 
 __all__ = ["Authenticator", "Caller", "extract_key"]
+
+T = TypeVar("T")
 
 CACHE_ENTRIES = 10_000
 """Most keys (and tenants) remembered between two changes; beyond, the cache restarts."""
@@ -89,24 +93,10 @@ class Authenticator:
         found = self._tenants.get(tenant_id)
         if found is not None:
             return found
-        cache = self._stored_tenants
-        if tenant_id in cache:
-            return cache[tenant_id]
-        found = await self._store.get_tenant(tenant_id)
-        if len(cache) >= CACHE_ENTRIES:
-            cache.clear()
-        cache[tenant_id] = found
-        return found
+        return await _cached(self._stored_tenants, tenant_id, self._store.get_tenant)
 
     async def _stored_key(self, digest: str) -> ApiKey | None:
-        cache = self._stored_keys
-        if digest in cache:
-            return cache[digest]
-        found = await self._store.get_key(digest)
-        if len(cache) >= CACHE_ENTRIES:
-            cache.clear()
-        cache[digest] = found
-        return found
+        return await _cached(self._stored_keys, digest, self._store.get_key)
 
     async def authenticate(self, secret: str | None) -> Caller:
         """Resolve a presented key; raise `AuthError` for anything but a usable key."""
@@ -122,3 +112,17 @@ class Authenticator:
         if tenant is None or tenant.disabled:
             raise AuthError("Invalid API key.")
         return Caller(tenant=tenant, key=key)
+
+
+async def _cached(
+    cache: dict[str, T | None], key: str, load: Callable[[str], Awaitable[T | None]]
+) -> T | None:
+    """`cache[key]`, else `load(key)` remembered (misses too). The dict is taken before
+    the await: a result that arrives after `invalidate()` lands in the discarded one."""
+    if key in cache:
+        return cache[key]
+    found = await load(key)
+    if len(cache) >= CACHE_ENTRIES:
+        cache.clear()
+    cache[key] = found
+    return found
