@@ -36,6 +36,7 @@ from gateway.metrics import Counters
 from gateway.policies import TenantPolicies, guard_registry, rails_secret
 from gateway.providers.registry import ModelRouter, build_providers
 from gateway.proxy import Proxy
+from gateway.rails_configs import ConfigMirror, mirror_root
 from gateway.ratelimit import Limiter
 from gateway.reload import Reloader
 from gateway.routes import health, metrics, openai
@@ -83,8 +84,11 @@ def create_app(
     router = ModelRouter(settings, providers)
     registry: GuardRegistry | None = None
     policies: TenantPolicies | None = None
+    rails_configs: ConfigMirror | None = None
     if stages is None:
-        registry = guard_registry(settings, router)
+        configs_root = mirror_root()
+        registry = guard_registry(settings, router, configs_root)
+        rails_configs = ConfigMirror(configs_root, registry)
         policies = TenantPolicies(settings, registry)
         secret = rails_secret(needed=policies.uses_pii)
         stages = RailStages(policies.for_tenant, policies.pipeline, secret)
@@ -104,7 +108,7 @@ def create_app(
     if sink is None:
         sink = ledger = LedgerSink(store.ledger, settings.ledger, counters)
     auth = Authenticator(settings, store)
-    reloader = Reloader(store, auth, policies)
+    reloader = Reloader(store, auth, policies, rails_configs)
     telemetry, exporters = build_telemetry(settings, counters, env, span_processors)
     proxy = Proxy(
         auth=auth,
@@ -145,6 +149,8 @@ def create_app(
             await limiter.close()
             if registry is not None:
                 registry.close()
+            if rails_configs is not None:
+                rails_configs.close()
             for provider in providers.values():
                 await provider.close()
             await store.close()
@@ -165,6 +171,7 @@ def create_app(
                 "registry": registry,
                 "policies": policies,
                 "reloader": reloader,
+                "rails_configs": rails_configs,
                 "admin_keys": AdminKeys(settings.admin, os.environ if env is None else env),
             }
         ),

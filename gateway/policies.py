@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from pathlib import Path
 
 from gateway.config import ConfigError, Settings
 from gateway.errors import GatewayError
@@ -31,8 +32,12 @@ log = logging.getLogger("railgate")
 SECRET_ENV = "RAILGATE_SECRET"
 
 
-def guard_registry(settings: Settings, router: ModelRouter) -> GuardRegistry:
-    """The process's guard registry; LLM-based rails call `rails.model` via `router`."""
+def guard_registry(
+    settings: Settings, router: ModelRouter, stored_configs: Path | None = None
+) -> GuardRegistry:
+    """The process's guard registry; LLM-based rails call `rails.model` via `router`.
+    NeMo configs are looked up bundled first, then in `rails.configs_dir`, then in
+    `stored_configs` (the admin API's configs on local disk, `gateway.rails_configs`)."""
     rails = settings.rails
     llm = None
     if rails.model is not None:
@@ -40,9 +45,8 @@ def guard_registry(settings: Settings, router: ModelRouter) -> GuardRegistry:
             llm = GatewayRailsLLM(router, rails.model, rails.model_timeout_ms / 1000)
         except GatewayError:
             raise ConfigError("$.rails.model", f"unknown model {rails.model!r}") from None
-    return GuardRegistry(
-        nlp_model=settings.nlp_model, rails_llm=llm, rails_configs_dir=rails.configs_dir
-    )
+    dirs = [d for d in (rails.configs_dir, stored_configs) if d is not None]
+    return GuardRegistry(nlp_model=settings.nlp_model, rails_llm=llm, rails_configs_dirs=dirs)
 
 
 class TenantPolicies:

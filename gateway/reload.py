@@ -3,8 +3,11 @@
 Every admin change bumps `store.generation()`. The `Reloader` reads it every
 `POLL_S` (one tiny store read per replica, not per request); when it moved, the
 authenticator forgets its cached keys and tenants (revoked keys and disabled tenants
-are refused from then on) and the policies of every tenant are re-read. Requests in
-flight finish with what they started with; nothing restarts. A store that cannot be
+are refused from then on), the stored NeMo rails configs are brought up to date on
+local disk (`gateway.rails_configs`; guards running a changed one are rebuilt), and
+then the policies of every tenant are re-read, so a policy naming a config uploaded in
+the same change finds it. Requests in flight finish with what they started with;
+nothing restarts. A store that cannot be
 read is retried at the next tick, with caches kept as they were.
 """
 
@@ -17,6 +20,7 @@ import logging
 from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.policies import TenantPolicies
+from gateway.rails_configs import ConfigMirror
 from gateway.store.base import Store
 from gateway.tenancy import Authenticator
 
@@ -30,10 +34,17 @@ _UNREACHABLE = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
 class Reloader:
-    def __init__(self, store: Store, auth: Authenticator, policies: TenantPolicies | None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        auth: Authenticator,
+        policies: TenantPolicies | None,
+        rails_configs: ConfigMirror | None = None,
+    ) -> None:
         self._store = store
         self._auth = auth
         self._policies = policies
+        self._rails_configs = rails_configs
         self._seen: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._failing = False
@@ -57,6 +68,8 @@ class Reloader:
         if generation == self._seen:
             return False
         self._auth.invalidate()
+        if self._rails_configs is not None:
+            await self._rails_configs.sync(self._store)
         if self._policies is not None:
             tenants = {t.id for t in await self._store.list_tenants()}
             tenants.update(self._auth.file_tenants)

@@ -9,15 +9,22 @@ A registry belongs to the gateway's lifespan (no module state): it owns the heav
 PII starts fast; NeMo likewise for `nemo`), one guard per distinct options, and one
 pipeline per policy object.
 Building an engine blocks for a while: call `pipeline()` for every known policy at startup.
+Builds may run on several worker threads at once: one lock serialises them, while
+lookups of what is already built take no lock. When what a guard was built from
+changes (a new version of a stored NeMo config), `rebuild()` replaces that guard and
+every cached pipeline using it, off the event loop, without dropping calls in flight.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import weakref
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import msgspec
@@ -34,6 +41,8 @@ if TYPE_CHECKING:
     from rails.policy import GuardSpec, Policy
 
 __all__ = ["KINDS", "GuardKind", "GuardRegistry"]
+
+log = logging.getLogger("railgate")
 
 _O = TypeVar("_O", bound=msgspec.Struct)
 _T = TypeVar("_T")
@@ -64,7 +73,8 @@ class GuardRegistry:
     Args:
         nlp_model: spaCy model for the PII engine's NER (None: patterns only, offline).
         rails_llm: the model NeMo rails call (self-check prompts); None: such rails fail.
-        rails_configs_dir: tenant NeMo configs besides the bundled ones.
+        rails_configs_dirs: directories of NeMo configs besides the bundled ones, searched
+            in order (a name found in an earlier one shadows the later ones).
         kinds: guard kinds by policy key; tests may add their own.
     """
 
@@ -73,18 +83,22 @@ class GuardRegistry:
         *,
         nlp_model: str | None = None,
         rails_llm: RailsLLM | None = None,
-        rails_configs_dir: str | None = None,
+        rails_configs_dirs: Sequence[str | Path] = (),
         kinds: Mapping[str, GuardKind[Any]] | None = None,
     ) -> None:
         self.nlp_model = nlp_model
         self.rails_llm = rails_llm
-        self.rails_configs_dir = rails_configs_dir
+        self.rails_configs_dirs = tuple(str(d) for d in rails_configs_dirs)
         self.kinds: Mapping[str, GuardKind[Any]] = KINDS if kinds is None else kinds
         self.errors: ErrorCounts = Counter()
         """Guard failures of every pipeline built here, for `/metrics`."""
         self._engines: dict[Hashable, object] = {}
         self._guards: dict[tuple[str, bool, bytes], TextGuard] = {}
         self._pipelines: dict[int, GuardPipeline] = {}
+        self._policies: dict[int, weakref.ref[Policy]] = {}
+        """The policy of each cached pipeline, for `rebuild()`."""
+        self._lock = threading.RLock()
+        """Held while building (engines, guards, pipelines); never for a cache hit."""
 
     def pipeline(self, policy: Policy) -> GuardPipeline:
         """The pipeline of a policy, built the first time this policy object is seen.
@@ -95,9 +109,13 @@ class GuardRegistry:
         key = id(policy)
         found = self._pipelines.get(key)
         if found is None:
-            found = self._build(policy)
-            self._pipelines[key] = found
-            weakref.finalize(policy, self._pipelines.pop, key, None).atexit = False
+            with self._lock:
+                found = self._pipelines.get(key)
+                if found is None:
+                    found = self._build(policy)
+                    self._pipelines[key] = found
+                    self._policies[key] = weakref.ref(policy)
+                    weakref.finalize(policy, self._forget, key).atexit = False
         return found
 
     def guard(self, kind: str, options: msgspec.Struct, *, shadow: bool = False) -> TextGuard:
@@ -106,15 +124,58 @@ class GuardRegistry:
         key = (kind, shadow, msgspec.json.encode(options))
         found = self._guards.get(key)
         if found is None:
-            found = self.kinds[kind].build(options, shadow, self)
-            self._guards[key] = found
+            with self._lock:
+                found = self._guards.get(key)
+                if found is None:
+                    found = self.kinds[kind].build(options, shadow, self)
+                    self._guards[key] = found
         return found
 
     def engine(self, key: Hashable, build: Callable[[], _T]) -> _T:
         """A process-wide engine (Presidio analyzer, NeMo rails), built on first use."""
         if key not in self._engines:
-            self._engines[key] = build()
+            with self._lock:
+                if key not in self._engines:
+                    self._engines[key] = build()
         return cast(_T, self._engines[key])
+
+    def rebuild(self, stale: Callable[[str, msgspec.Struct], bool]) -> int:
+        """Build anew every guard whose `(kind, options)` is `stale`, and every cached
+        pipeline holding one, then swap them in; returns how many guards were replaced.
+
+        For a guard whose source changed underneath the same options (a stored NeMo
+        config's new version). Blocking: call it on a worker thread. A guard that no
+        longer builds is kept as it was (logged), so the data plane never loses a rail.
+        A stage already running finishes on the old guard; a call in flight may run its
+        input stage on the old guard and its output stage on the new one.
+        """
+        with self._lock:
+            fresh: dict[tuple[str, bool, bytes], TextGuard] = {}
+            for key in list(self._guards):
+                kind, shadow, encoded = key
+                options = msgspec.json.decode(encoded, type=self.kinds[kind].options)
+                if not stale(kind, options):
+                    continue
+                try:
+                    fresh[key] = self.kinds[kind].build(options, shadow, self)
+                except ValueError as exc:
+                    log.error(
+                        "%s guard cannot be rebuilt (%s); keeping the previous one", kind, exc
+                    )
+            if not fresh:
+                return 0
+            replaced = {id(self._guards[key]) for key in fresh}
+            self._guards.update(fresh)
+            for policy_id, policy_ref in list(self._policies.items()):
+                policy = policy_ref()
+                pipeline = self._pipelines.get(policy_id)
+                if policy is not None and pipeline is not None and _uses(pipeline, replaced):
+                    self._pipelines[policy_id] = self._build(policy)
+            return len(fresh)
+
+    def _forget(self, key: int) -> None:
+        self._pipelines.pop(key, None)
+        self._policies.pop(key, None)
 
     def close(self) -> None:
         """Release engines that hold resources (worker pools); called at shutdown."""
@@ -125,6 +186,7 @@ class GuardRegistry:
         self._engines.clear()
         self._guards.clear()
         self._pipelines.clear()
+        self._policies.clear()
 
     def _build(self, policy: Policy) -> GuardPipeline:
         specs = (*policy.input, *policy.output)
@@ -149,6 +211,12 @@ class GuardRegistry:
         )
 
 
+def _uses(pipeline: GuardPipeline, guards: Collection[int]) -> bool:
+    """The pipeline runs one of these guards (by id)."""
+    slots = (*pipeline.input, *pipeline.parallel, *pipeline.output)
+    return any(id(slot.guard) in guards for slot in slots)
+
+
 # --- kinds -------------------------------------------------------------------------
 
 
@@ -171,10 +239,8 @@ def _build_nemo(options: NemoOptions, shadow: bool, registry: GuardRegistry) -> 
     from rails.nemo.engine import NemoEngine
     from rails.nemo.guard import NemoGuard
 
-    engine = registry.engine(
-        ("nemo", registry.rails_configs_dir),
-        lambda: NemoEngine(registry.rails_llm, registry.rails_configs_dir),
-    )
+    dirs = registry.rails_configs_dirs
+    engine = registry.engine(("nemo", dirs), lambda: NemoEngine(registry.rails_llm, dirs))
     return NemoGuard(engine, options, shadow=shadow)
 
 

@@ -3,6 +3,7 @@
     /admin/v1/tenants …                tenants.py   (keys.py, policies.py under each tenant)
     /admin/v1/tenants/{id}/users/…     subjects.py  data-subject export and erasure
     /admin/v1/policies/dry-run         dryrun.py
+    /admin/v1/rails-configs …          rails_configs.py  NeMo configs, uploaded and versioned
     /admin/v1/usage                    usage.py     (also /v1/usage, with a tenant key)
     /admin/v1/audit                    audit.py
 
@@ -17,7 +18,16 @@ from litestar.di import Provide
 from litestar.exceptions import ValidationException
 from litestar.types import ControllerRouterHandler
 
-from gateway.admin import audit, dryrun, keys, policies, subjects, tenants, usage
+from gateway.admin import (
+    audit,
+    dryrun,
+    keys,
+    policies,
+    rails_configs,
+    subjects,
+    tenants,
+    usage,
+)
 from gateway.admin.auth import admin_only
 from gateway.admin.context import admin_context
 from gateway.admin.errors import invalid_params
@@ -31,6 +41,7 @@ router = Router(
         *keys.routes,
         *policies.routes,
         *dryrun.routes,
+        *rails_configs.routes,
         *usage.routes,
         *subjects.routes,
         *audit.routes,

@@ -5,6 +5,7 @@
     │                             or a tenant asking for another tenant's data)
     ├── Conflict              409 conflict (exists already, defined in the config file)
     └── InvalidPolicy         422 invalid_policy, with `details: [{"path", "reason"}]`
+        └── InvalidRailsConfig  422 invalid_rails_config (an uploaded NeMo config), same `details`
 
 Bodies and query strings that do not match their schema are 400 `invalid_request` with
 `param` naming the field (`invalid_params`, a route-level handler for Litestar's
@@ -14,7 +15,7 @@ validation errors); messages describe the schema, never a key.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from litestar import Request, Response
@@ -22,7 +23,7 @@ from litestar.exceptions import ValidationException
 
 from gateway.errors import GatewayError, InvalidRequest, render
 
-__all__ = ["Conflict", "InvalidPolicy", "PermissionDenied", "invalid_params"]
+__all__ = ["Conflict", "InvalidPolicy", "InvalidRailsConfig", "PermissionDenied", "invalid_params"]
 
 
 class PermissionDenied(GatewayError):
@@ -46,9 +47,10 @@ class InvalidPolicy(GatewayError):
     type = "invalid_request_error"
     code = "invalid_policy"
     log_level = logging.INFO
+    what: ClassVar[str] = "policy"
 
     def __init__(self, problems: list[tuple[str, str]]) -> None:
-        super().__init__("The policy is invalid; `details` lists each problem.")
+        super().__init__(f"The {self.what} is invalid; `details` lists each problem.")
         self.problems = problems
 
     def body(self) -> bytes:
@@ -63,6 +65,13 @@ class InvalidPolicy(GatewayError):
                 }
             }
         )
+
+
+class InvalidRailsConfig(InvalidPolicy):
+    """A rails config upload was refused; the stored versions are unchanged."""
+
+    code = "invalid_rails_config"
+    what = "rails config"
 
 
 def invalid_params(request: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:

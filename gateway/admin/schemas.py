@@ -38,6 +38,10 @@ __all__ = [
     "PolicyVersionInfo",
     "PolicyVersionOut",
     "PolicyVersions",
+    "RailsConfigInfo",
+    "RailsConfigList",
+    "RailsConfigOut",
+    "RailsConfigUpload",
     "Rollback",
     "SubjectErasure",
     "SubjectExport",
@@ -239,6 +243,34 @@ class DryRunResult(msgspec.Struct):
     findings: list[FindingCount]
     """What the guards found, counted; never the values themselves."""
     verdict: Verdict
+
+
+# -- NeMo rails configs --------------------------------------------------------------
+
+
+class RailsConfigUpload(msgspec.Struct, forbid_unknown_fields=True):
+    files: dict[str, str]
+    """File name → text: `config.yml` (required), Colang 1.0 `*.co`, more `*.yml` /
+    `*.yaml`, notes `*.md`; never Python. At most 64 files, 256 KiB together."""
+
+
+class RailsConfigInfo(msgspec.Struct):
+    name: str
+    version: int
+    created_at: float
+    author: str
+    """Admin key id that uploaded it."""
+    file_names: list[str]
+
+
+class RailsConfigOut(RailsConfigInfo):
+    files: dict[str, str]
+    """File name → text, as uploaded."""
+
+
+class RailsConfigList(msgspec.Struct):
+    data: list[RailsConfigInfo]
+    """The latest version of every stored config, by name (bundled ones are not listed)."""
 
 
 # -- usage, data subjects, audit -----------------------------------------------------

@@ -6,8 +6,8 @@
     output:
       - nemo: {config: self-check, chunk_size: 200, context_size: 50}
 
-`config` names a bundled configuration (`rails/nemo/configs/`) or one in the gateway's
-`rails_configs_dir`; `params` are merged into that configuration's `custom_data`, where
+`config` names a bundled configuration (`rails/nemo/configs/`), one in the gateway's
+`rails.configs_dir`, or one uploaded through the admin API; `params` are merged into that configuration's `custom_data`, where
 its actions read them. This module imports nothing heavy: policies parse without NeMo.
 """
 
@@ -27,7 +27,7 @@ CONFIG_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
 class NemoOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     config: str
-    """Name of a bundled config or of a directory in `rails_configs_dir`."""
+    """Name of a bundled config, a directory in `rails.configs_dir`, or an uploaded config."""
     params: dict[str, Any] = msgspec.field(default_factory=dict)
     """Merged into the config's `custom_data` (the bundled configs document theirs)."""
     mode: Mode = "sequential"
