@@ -107,7 +107,7 @@ def create_app(
     ledger: LedgerSink | None = None
     if sink is None:
         sink = ledger = LedgerSink(store.ledger, settings.ledger, counters)
-    auth = Authenticator(settings, store)
+    auth = Authenticator(settings, store, tasks.spawn)
     reloader = Reloader(store, auth, policies, rails_configs)
     telemetry, exporters = build_telemetry(settings, counters, env, span_processors)
     proxy = Proxy(

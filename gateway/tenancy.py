@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gateway.config import Settings
 from gateway.errors import AuthError
@@ -26,6 +26,9 @@ from gateway.store.base import ApiKey, Store, Tenant
 __all__ = ["Authenticator", "Caller", "extract_key"]
 
 T = TypeVar("T")
+
+MARK_USED_S = 60.0
+"""A replica records a store key's use at most this often (`ApiKey.last_used_at`)."""
 
 CACHE_ENTRIES = 10_000
 """Most keys (and tenants) remembered between two changes; beyond, the cache restarts."""
@@ -55,8 +58,16 @@ def extract_key(authorization: str | None, x_api_key: str | None) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        spawn: Callable[[Coroutine[Any, Any, Any]], None] | None = None,
+    ) -> None:
         self._store = store
+        self._spawn = spawn
+        self._marked: dict[str, float] = {}
+        """Store key id → when this replica last recorded its use."""
         self._tenants: dict[str, Tenant] = {}
         self._keys: dict[str, ApiKey] = {}
         self._stored_keys: dict[str, ApiKey | None] = {}
@@ -111,7 +122,20 @@ class Authenticator:
         tenant = await self.tenant(key.tenant_id)
         if tenant is None or tenant.disabled:
             raise AuthError("Invalid API key.")
+        if self._spawn is not None and digest not in self._keys:
+            self._mark_used(key)
         return Caller(tenant=tenant, key=key)
+
+    def _mark_used(self, key: ApiKey) -> None:
+        """Record a store key's use in the background, at most every `MARK_USED_S`."""
+        now = time.time()
+        if now - self._marked.get(key.id, 0.0) < MARK_USED_S:
+            return
+        if len(self._marked) >= CACHE_ENTRIES:
+            self._marked.clear()
+        self._marked[key.id] = now
+        assert self._spawn is not None
+        self._spawn(self._store.mark_used(key.tenant_id, key.id, now))
 
 
 async def _cached(

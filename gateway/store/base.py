@@ -145,10 +145,14 @@ class Store(Protocol):
         """The key with this hash, revoked or not. This is the authentication lookup."""
 
     async def list_keys(self, tenant_id: str) -> list[ApiKey]:
-        """A tenant's keys, oldest first."""
+        """A tenant's keys, oldest first, with `last_used_at` filled in."""
 
     async def revoke_key(self, tenant_id: str, key_id: str, at: float) -> bool:
         """Mark a key revoked; False when the tenant has no such key."""
+
+    async def mark_used(self, tenant_id: str, key_id: str, at: float) -> None:
+        """Record when a key last authenticated a call (`ApiKey.last_used_at` in
+        `list_keys`); kept apart from the key record, so it never races a revocation."""
 
     async def update_key(self, key: ApiKey) -> bool:
         """Replace a stored key (same id and hash), e.g. a new `expires_at` or

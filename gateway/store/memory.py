@@ -27,6 +27,8 @@ class MemoryStore:
         self._keys: dict[str, ApiKey] = {}
         self._policies: dict[str, list[PolicyVersion]] = {}
         self._active: dict[str, int] = {}
+        self._used: dict[str, dict[str, float]] = {}
+        """Tenant id → key id → when the key last authenticated a call."""
         self._rails: dict[str, list[RailsConfigVersion]] = {}
         self._audit: list[AuditEntry] = []
         """Ordered by `at`, ties in write order."""
@@ -54,6 +56,7 @@ class MemoryStore:
             del self._keys[digest]
         self._policies.pop(tenant_id, None)
         self._active.pop(tenant_id, None)
+        self._used.pop(tenant_id, None)
         return self._tenants.pop(tenant_id, None) is not None
 
     async def put_key(self, key: ApiKey) -> None:
@@ -65,8 +68,17 @@ class MemoryStore:
         return self._keys.get(key_sha256)
 
     async def list_keys(self, tenant_id: str) -> list[ApiKey]:
-        keys = [k for k in self._keys.values() if k.tenant_id == tenant_id]
+        used = self._used.get(tenant_id, {})
+        keys = [
+            msgspec.structs.replace(k, last_used_at=used.get(k.id, k.last_used_at))
+            for k in self._keys.values()
+            if k.tenant_id == tenant_id
+        ]
         return sorted(keys, key=lambda k: (k.created_at, k.id))
+
+    async def mark_used(self, tenant_id: str, key_id: str, at: float) -> None:
+        used = self._used.setdefault(tenant_id, {})
+        used[key_id] = max(at, used.get(key_id, 0.0))
 
     async def revoke_key(self, tenant_id: str, key_id: str, at: float) -> bool:
         for digest, key in self._keys.items():

@@ -5,6 +5,7 @@ Key layout (`P` is the prefix, `rg` unless the URL says `?prefix=`):
     P:tenants                 set of tenant ids
     P:{<tenant>}:tenant       tenant record (JSON)
     P:{<tenant>}:keys         hash key id -> key sha256
+    P:{<tenant>}:keys:used    hash key id -> when it last authenticated a call
     P:{<tenant>}:policies     list of the tenant's policy versions (JSON); version n at
                               index n - 1, so `RPUSH` numbers them
     P:{<tenant>}:policy       the number of the active policy version
@@ -148,6 +149,9 @@ class RedisStore:
     def _tenant_keys(self, tenant_id: str) -> str:
         return f"{self.prefix}:{{{tenant_id}}}:keys"
 
+    def _keys_used(self, tenant_id: str) -> str:
+        return f"{self.prefix}:{{{tenant_id}}}:keys:used"
+
     def _policies(self, tenant_id: str) -> str:
         return f"{self.prefix}:{{{tenant_id}}}:policies"
 
@@ -197,8 +201,19 @@ class RedisStore:
 
     async def list_keys(self, tenant_id: str) -> list[ApiKey]:
         digests: dict[Any, Any] = await self._r.hgetall(self._tenant_keys(tenant_id))
+        used: dict[bytes, bytes] = await self._r.hgetall(self._keys_used(tenant_id))  # type: ignore[assignment]
         found = [await self.get_key(d.decode()) for d in digests.values()]
-        return sorted((k for k in found if k is not None), key=lambda k: (k.created_at, k.id))
+        keys = [
+            msgspec.structs.replace(k, last_used_at=float(used[k.id.encode()]))
+            if k.id.encode() in used
+            else k
+            for k in found
+            if k is not None
+        ]
+        return sorted(keys, key=lambda k: (k.created_at, k.id))
+
+    async def mark_used(self, tenant_id: str, key_id: str, at: float) -> None:
+        await self._r.hset(self._keys_used(tenant_id), key_id, repr(at))
 
     async def revoke_key(self, tenant_id: str, key_id: str, at: float) -> bool:
         digest: bytes | None = await self._r.hget(self._tenant_keys(tenant_id), key_id)  # type: ignore[assignment]
@@ -228,7 +243,10 @@ class RedisStore:
             await self._r.delete(*(self._key(d.decode()) for d in digests))
         existed = await self._r.delete(self._tenant(tenant_id))
         await self._r.delete(
-            self._tenant_keys(tenant_id), self._policies(tenant_id), self._active(tenant_id)
+            self._tenant_keys(tenant_id),
+            self._keys_used(tenant_id),
+            self._policies(tenant_id),
+            self._active(tenant_id),
         )
         await self._r.srem(f"{self.prefix}:tenants", tenant_id)
         return bool(existed)

@@ -192,12 +192,20 @@ def test_key_create_list_revoke_and_disabled_tenant(gw: str, http: httpx.Client)
     secret = created["key"]
     assert secret.startswith("rg-") and created["id"].startswith("key_")
     assert created["prefix"] == secret[:7] and created["status"] == "active"
+    assert created["last_used_at"] is None
+    before = time.time()
     reply = chat(gw, secret, "Hello")
     assert reply.choices[0].message.content == "mock-1 heard: Hello"
 
-    listed = http.get(f"/admin/v1/tenants/{tenant}/keys")
+    listed = eventually(
+        lambda: (
+            (r := http.get(f"/admin/v1/tenants/{tenant}/keys")).json()["data"][0]["last_used_at"]
+            and r
+        )
+    )
     (key,) = listed.json()["data"]
     assert key["id"] == created["id"] and key["name"] == "ci" and key["limits"] == {"rpm": 100}
+    assert before <= key["last_used_at"] <= time.time()  # recorded in the background
     assert secret not in listed.text and "key_sha256" not in listed.text
     assert hash_key(secret) not in listed.text and "key_sha256" not in created
 

@@ -101,6 +101,22 @@ async def test_update_key_replaces_only_a_stored_key(store):
     assert await store.get_key(key.key_sha256) == used
 
 
+async def test_mark_used_shows_in_the_key_list_only(store):
+    _, key = new_key("acme")
+    _, other = new_key("acme")
+    await store.put_key(key)
+    await store.put_key(other)
+    await store.mark_used("acme", key.id, 1_700_000_000.25)
+    await store.mark_used("acme", key.id, 1_700_000_060.5)
+    listed = {k.id: k.last_used_at for k in await store.list_keys("acme")}
+    assert listed == {key.id: 1_700_000_060.5, other.id: None}
+    assert (await store.get_key(key.key_sha256)) == key  # the record itself is untouched
+    await store.revoke_key("acme", key.id, 5.0)
+    await store.mark_used("acme", key.id, 1_700_000_120.0)  # never undoes a revocation
+    stored = await store.get_key(key.key_sha256)
+    assert stored is not None and stored.revoked_at == 5.0
+
+
 async def test_delete_tenant_removes_its_keys_and_policies(store):
     _, mine = new_key("acme")
     _, theirs = new_key("bravo")
