@@ -29,6 +29,7 @@ from gateway.metrics import Counters
 from gateway.providers.registry import ModelRouter, build_providers
 from gateway.schemas import Usage, parse_request
 from gateway.store.base import ApiKey, Tenant
+from gateway.telemetry.tracecontext import trace_context
 from gateway.tenancy import Caller
 
 BODY = (
@@ -60,7 +61,9 @@ async def measure(backend: LimitBackend, n: int, backlog: int) -> float:
 
     async def one() -> None:
         request = parse_request("chat/completions", BODY)
-        call = Call(request_id="r", caller=caller, route=route, request=request, trace_headers={})
+        call = Call(
+            request_id="r", caller=caller, route=route, request=request, trace=trace_context({})
+        )
         ticket = await limiter.admit(call)
         call.usage = Usage(prompt_tokens=231, completion_tokens=14, total_tokens=245)
         await limiter.settle(ticket, call)

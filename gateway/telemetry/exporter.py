@@ -55,6 +55,7 @@ class BatchExporter:
         self.name = name
         self.url = url
         self._settings = settings
+        self._queue_spans, self._batch_spans = settings.queue_spans, settings.batch_spans
         self._counters = counters
         self._resource = encode_attributes(resource)
         self._scope = dict(scope)
@@ -76,7 +77,8 @@ class BatchExporter:
 
     def submit(self, spans: list[Span]) -> None:
         """Queue `spans` for export; drops (and counts) what does not fit."""
-        room = self._settings.queue_spans - len(self._queue)
+        queue = self._queue
+        room = self._queue_spans - len(queue)
         if room < len(spans):
             lost = len(spans) - max(room, 0)
             self._counters.inc(DROPPED, self.name, by=lost)
@@ -84,8 +86,8 @@ class BatchExporter:
                 self._overflowing = True
                 log.warning("telemetry queue %s full: spans are dropped", self.name)
             spans = spans[: max(room, 0)]
-        self._queue.extend(map(encode_span, spans))
-        if len(self._queue) >= self._settings.batch_spans:
+        queue.extend(map(encode_span, spans))
+        if len(queue) >= self._batch_spans:
             self._full.set()
 
     def start(self) -> None:

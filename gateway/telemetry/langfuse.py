@@ -6,8 +6,10 @@ against the SDK in the tests) sent as OTLP/HTTP JSON to
 `{host}/api/public/otel/v1/traces` with the project's keys (Basic auth), through a
 `BatchExporter` per project (bounded queue, drops counted, never on the request's
 path). Measured on these machines, the SDK's own path cost 200-330 µs per generation
-(its span API, JSON serializer and protobuf encoder) against ~15 µs here, which
-decides whether telemetry fits the gateway's budget (bench/RESULTS.md).
+(its span API, JSON serializer and protobuf encoder) against ~20 µs here with content,
+queueing included, which decides whether telemetry fits the gateway's budget
+(bench/RESULTS.md, bench/telemetry_micro.py). Attributes that repeat per model,
+tenant, key or status are encoded once and cached (`gateway.telemetry.spans`).
 
 The generation:
 - trace id = the call's OpenTelemetry trace id; span id = the upstream span's id (the
@@ -30,6 +32,7 @@ import base64
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -40,14 +43,32 @@ from gateway.pricing import price_of
 from gateway.sse import data_of
 from gateway.telemetry.exporter import BatchExporter
 from gateway.telemetry.observer import Exchange
-from gateway.telemetry.otlp import VERSION
-from gateway.telemetry.spans import KIND_CLIENT, AttributeValue, Span, request_parameters
+from gateway.telemetry.otlp import (
+    VERSION,
+    AttributeKey,
+    encode_attributes,
+    json_attribute,
+    key_value,
+)
+from gateway.telemetry.spans import (
+    CACHED,
+    KIND_CLIENT,
+    Span,
+    cached_key_value,
+    request_parameters,
+)
 
 if TYPE_CHECKING:
     from gateway.call import Call
     from gateway.ledger.records import UsageRecord
 
-__all__ = ["ATTRIBUTES", "MAX_CONTENT_CHARS", "LangfuseTraces", "langfuse_traces"]
+__all__ = [
+    "ATTRIBUTES",
+    "MAX_CONTENT_CHARS",
+    "LangfuseTraces",
+    "generation",
+    "langfuse_traces",
+]
 
 MAX_CONTENT_CHARS = 100_000
 """Input and output are cut to this many characters (JSON text) per generation."""
@@ -78,6 +99,15 @@ class ATTRIBUTES:
 
 
 A = ATTRIBUTES
+_USAGE = AttributeKey(A.OBSERVATION_USAGE_DETAILS)
+_COST = AttributeKey(A.OBSERVATION_COST_DETAILS)
+_REQUEST_ID = AttributeKey(f"{A.OBSERVATION_METADATA}.request_id")
+_RAILS_COST = AttributeKey(f"{A.OBSERVATION_METADATA}.rails_cost_usd")
+_PARAMETERS = AttributeKey(A.OBSERVATION_MODEL_PARAMETERS)
+_COMPLETION_START = AttributeKey(A.OBSERVATION_COMPLETION_START_TIME)
+_SESSION_ID = AttributeKey(A.TRACE_SESSION_ID)
+_INPUT = AttributeKey(A.OBSERVATION_INPUT)
+_OUTPUT = AttributeKey(A.OBSERVATION_OUTPUT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +133,7 @@ class LangfuseTraces:
         return project is not None and project.send_content
 
     def finished(self, call: Call, record: UsageRecord) -> None:
-        project = self.project(record.tenant_id)
+        project = self._tenants.get(record.tenant_id, self._default)
         if project is not None:
             project.exporter.submit([generation(call, record, project.send_content)])
 
@@ -154,16 +184,20 @@ def _exporter(
     )
 
 
-def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _capped(value: Any) -> str:
-    text = _json(value)
-    return text if len(text) <= MAX_CONTENT_CHARS else text[:MAX_CONTENT_CHARS] + "…[truncated]"
+def _content(key: AttributeKey, value: Any) -> bytes:
+    """`value` as JSON text, cut to `MAX_CONTENT_CHARS` characters."""
+    text = orjson.dumps(value)
+    if len(text) <= MAX_CONTENT_CHARS:  # bytes, never fewer than characters
+        return key.json_text(text)
+    chars = text.decode()
+    if len(chars) > MAX_CONTENT_CHARS:
+        chars = chars[:MAX_CONTENT_CHARS] + "…[truncated]"
+    return key.string(chars)
 
 
 def generation(call: Call, record: UsageRecord, send_content: bool) -> Span:
+    """The call's Langfuse generation. Attributes that repeat per model, tenant, key or
+    status come encoded from caches; the per-call ones are encoded here."""
     input_price, output_price = price_of(call)
     prompt, completion = record.prompt_tokens, record.completion_tokens
     usage = {"input": prompt, "output": completion, "total": prompt + completion}
@@ -173,67 +207,106 @@ def generation(call: Call, record: UsageRecord, send_content: bool) -> Span:
         usage["output_reasoning_tokens"] = record.reasoning_tokens
     input_usd = prompt * input_price / 1e6
     output_usd = completion * output_price / 1e6
-    metadata = {
-        "tenant_id": record.tenant_id,
-        "key_id": record.key_id,
-        "request_id": record.request_id,
-        "status": record.status,
-        "provider": record.provider,
-    }
+    cost = {"input": input_usd, "output": output_usd, "total": input_usd + output_usd}
+    model, trace, outcome = _fixed_attributes(
+        record.upstream_model,
+        record.endpoint,
+        record.tenant_id,
+        record.key_id,
+        record.status,
+        record.provider,
+    )
+    attrs = [
+        model,
+        _USAGE.json(usage),
+        _COST.json(cost),
+        trace,
+        _REQUEST_ID.json(record.request_id),
+        outcome,
+    ]
     if record.rails_calls:
-        metadata["rails_cost_usd"] = record.rails_cost_micro_usd / 1e6
-    attrs: dict[str, AttributeValue] = {
-        A.OBSERVATION_TYPE: "generation",
-        A.AS_ROOT: True,  # the trace's root in Langfuse, even under a client's span
-        A.IS_APP_ROOT: True,
-        A.OBSERVATION_MODEL: record.upstream_model,
-        A.OBSERVATION_USAGE_DETAILS: _json(usage),
-        A.OBSERVATION_COST_DETAILS: _json(
-            {"input": input_usd, "output": output_usd, "total": input_usd + output_usd}
-        ),
-        A.TRACE_NAME: f"railgate {record.endpoint}",
-        A.TRACE_TAGS: ["railgate", f"tenant:{record.tenant_id}"],
-        f"{A.TRACE_METADATA}.tenant_id": _json(record.tenant_id),
-    }
-    for key, value in metadata.items():
-        attrs[f"{A.OBSERVATION_METADATA}.{key}"] = _json(value)
-    parameters: dict[str, AttributeValue] = {}
-    request_parameters(call.request.body, parameters)
+        rails_usd = record.rails_cost_micro_usd / 1e6
+        attrs.append(_RAILS_COST.json(rails_usd))
+    parameters = request_parameters(call.request.body)
     if parameters:
-        attrs[A.OBSERVATION_MODEL_PARAMETERS] = _json(
-            {k.removeprefix("gen_ai.request."): v for k, v in parameters.items()}
+        attrs.append(
+            _PARAMETERS.json({k.removeprefix("gen_ai.request."): v for k, v in parameters.items()})
         )
     if call.first_byte is not None:
-        first = dt.datetime.fromtimestamp(call.at_ns(call.first_byte) / 1e9, dt.UTC)
-        attrs[A.OBSERVATION_COMPLETION_START_TIME] = orjson.dumps(
-            first, option=orjson.OPT_UTC_Z
-        ).decode()
+        first_ns = call.wall_ns + int((call.first_byte - call.started) * 1e9)  # call.at_ns
+        first = dt.datetime.fromtimestamp(first_ns / 1e9, dt.UTC)
+        attrs.append(_COMPLETION_START.json_text(orjson.dumps(first, option=orjson.OPT_UTC_Z)))
     if record.user:
-        attrs[A.TRACE_USER_ID] = record.user
+        attrs.append(cached_key_value(A.TRACE_USER_ID, record.user))
     if call.session_id:
-        attrs[A.TRACE_SESSION_ID] = call.session_id
+        attrs.append(_SESSION_ID.string(call.session_id))
     if record.status >= 400:
-        attrs[A.OBSERVATION_LEVEL] = "ERROR"
-        attrs[A.OBSERVATION_STATUS_MESSAGE] = record.error or f"HTTP {record.status}"
+        attrs.append(_error_attributes(record.status, record.error))
     if send_content:
         sent = _input(call)
         if sent is not None:
-            attrs[A.OBSERVATION_INPUT] = _capped(sent)
+            attrs.append(_content(_INPUT, sent))
         answer = _output(call)
         if answer is not None:
-            attrs[A.OBSERVATION_OUTPUT] = _capped(answer)
+            attrs.append(_content(_OUTPUT, answer))
     start = call.upstream_started if call.upstream_started is not None else call.started
     end = call.upstream_ended or call.ended or start
+    wall, origin = call.wall_ns, call.started
     return Span(
         call.trace.trace_id,
         call.trace.upstream_span_id,
         call.trace.parent_span_id,
-        f"{record.endpoint.split('/')[0]} {record.upstream_model}",
+        _generation_name(record.endpoint, record.upstream_model),
         KIND_CLIENT,
-        call.at_ns(start),
-        call.at_ns(end),
-        attrs,
+        wall + int((start - origin) * 1e9),
+        wall + int((end - origin) * 1e9),
+        b",".join(attrs),
         record.error if record.status >= 400 else None,
+    )
+
+
+@lru_cache(maxsize=CACHED)
+def _generation_name(endpoint: str, model: str) -> str:
+    return f"{endpoint.split('/')[0]} {model}"
+
+
+@lru_cache(maxsize=CACHED)
+def _fixed_attributes(
+    model: str, endpoint: str, tenant: str, key: str, status: int, provider: str
+) -> tuple[bytes, bytes, bytes]:
+    """The generation's attributes that repeat per model, tenant, key and status: three
+    runs, which the per-call usage, cost and request id separate in the exported order."""
+    meta = A.OBSERVATION_METADATA
+    by_model = encode_attributes(
+        {
+            A.OBSERVATION_TYPE: "generation",
+            A.AS_ROOT: True,  # the trace's root in Langfuse, even under a client's span
+            A.IS_APP_ROOT: True,
+            A.OBSERVATION_MODEL: model,
+        }
+    )
+    by_tenant = b",".join(
+        [
+            key_value(A.TRACE_NAME, f"railgate {endpoint}"),
+            key_value(A.TRACE_TAGS, ["railgate", f"tenant:{tenant}"]),
+            json_attribute(f"{A.TRACE_METADATA}.tenant_id", tenant),
+            json_attribute(f"{meta}.tenant_id", tenant),
+            json_attribute(f"{meta}.key_id", key),
+        ]
+    )
+    by_outcome = b",".join(
+        [json_attribute(f"{meta}.status", status), json_attribute(f"{meta}.provider", provider)]
+    )
+    return by_model, by_tenant, by_outcome
+
+
+@lru_cache(maxsize=CACHED)
+def _error_attributes(status: int, error: str | None) -> bytes:
+    return encode_attributes(
+        {
+            A.OBSERVATION_LEVEL: "ERROR",
+            A.OBSERVATION_STATUS_MESSAGE: error or f"HTTP {status}",
+        }
     )
 
 
@@ -257,6 +330,8 @@ def _output(call: Call) -> Any:
         choices = reply.get("choices") if isinstance(reply, dict) else None
         if not isinstance(choices, list):
             return None
+        if len(choices) == 1 and isinstance(choices[0], dict):  # the usual answer
+            return choices[0].get("message", choices[0].get("text"))
         out = [c.get("message", c.get("text")) for c in choices if isinstance(c, dict)]
         return out[0] if len(out) == 1 else out
     if call.upstream_events:

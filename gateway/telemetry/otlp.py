@@ -4,9 +4,11 @@ the exporter's settings read from the standard `OTEL_*` variables.
 The JSON mapping follows the OTLP specification: trace and span ids as hex strings,
 64-bit integers (times, int attributes) as decimal strings, enums as numbers. Every
 OTLP/HTTP receiver accepts it (the OpenTelemetry Collector, Jaeger, Tempo, Langfuse's
-`/api/public/otel/v1/traces`). Encoding here is a dict per span and one `orjson.dumps`
-per batch: ~2 µs a span, where the SDK's protobuf encoder measured ~38 µs a span on
-these machines (bench/RESULTS.md). `http/protobuf` remains available through the SDK
+`/api/public/otel/v1/traces`). A `Span` keeps its attributes already encoded (built
+from fragments cached per tenant, model and provider, `gateway.telemetry.spans`), so
+encoding a span is one string format around them: 1-2 µs, where the SDK's protobuf
+encoder measured ~38 µs a span on these machines (bench/RESULTS.md,
+bench/telemetry_micro.py). `http/protobuf` remains available through the SDK
 (`gateway.telemetry.sdk`), and `console` prints spans through it.
 
 Variables read (the signal-specific `..._TRACES_...` form wins over the general one):
@@ -28,85 +30,164 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote
 
 import orjson
 
 from gateway.config import ConfigError
-from gateway.telemetry.spans import AttributeValue, Span
 from gateway.telemetry.tracecontext import TraceContext
 
+if TYPE_CHECKING:
+    from gateway.telemetry.spans import Span
+
 __all__ = [
+    "AttributeKey",
+    "AttributeValue",
     "OtlpConfig",
+    "decode_attributes",
     "encode_attributes",
     "encode_request",
     "encode_span",
+    "json_attribute",
+    "key_value",
     "otlp_config",
     "parse_headers",
 ]
 
+AttributeValue = str | bool | int | float | list[str] | tuple[str, ...]
+"""A span attribute's value: a list or tuple is an array of strings."""
+
 VERSION = "0.1.0"
 SCOPE = {"name": "railgate", "version": VERSION}
-_ERROR = 2
-"""OTLP `Status.StatusCode.STATUS_CODE_ERROR`."""
+_ERROR_STATUS = b',"status":{"code":2,"message":'
+"""2: OTLP `Status.StatusCode.STATUS_CODE_ERROR`."""
+
+_dumps = orjson.dumps
 
 
-def _array(values: list[str]) -> dict[str, Any]:
-    return {"arrayValue": {"values": [{"stringValue": str(v)} for v in values]}}
+@lru_cache(maxsize=1024)
+def _key(key: str) -> bytes:
+    return b'{"key":' + _dumps(key) + b',"value":{'
 
 
-_ENCODE: dict[type, Any] = {
-    str: lambda v: {"stringValue": v},
-    bool: lambda v: {"boolValue": v},
-    int: lambda v: {"intValue": str(v)},
-    float: lambda v: {"doubleValue": v},
-    list: _array,
-    tuple: _array,
-}
-"""Attribute value type → its OTLP `AnyValue` (dispatch on the exact type: `bool` is
-an `int`)."""
+def key_value(key: str, value: AttributeValue) -> bytes:
+    """One attribute as an OTLP JSON `KeyValue`: the bytes `orjson` gives for
+    `{"key": key, "value": {"<type>Value": value}}`, 64-bit integers as decimal strings
+    (`bool` before `int`: a `bool` is an `int`)."""
+    if isinstance(value, str):
+        return _key(key) + b'"stringValue":' + _dumps(value) + b"}}"
+    if isinstance(value, bool):
+        return _key(key) + (b'"boolValue":true}}' if value else b'"boolValue":false}}')
+    if isinstance(value, int):
+        return _key(key) + b'"intValue":"%d"}}' % value
+    if isinstance(value, float):
+        return _key(key) + b'"doubleValue":' + _dumps(value) + b"}}"
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"attribute {key!r}: unsupported type {type(value).__name__}")
+    values = b",".join([b'{"stringValue":' + _dumps(str(v)) + b"}" for v in value])
+    return _key(key) + b'"arrayValue":{"values":[' + values + b"]}}}"
 
 
-def encode_attributes(attributes: Mapping[str, AttributeValue]) -> list[dict[str, Any]]:
-    encode = _ENCODE
-    return [{"key": k, "value": encode[type(v)](v)} for k, v in attributes.items()]
+class AttributeKey:
+    """An attribute key whose OTLP JSON is encoded once, for attributes set on every
+    call: a value is then a concatenation away from its `KeyValue` (the bytes
+    `key_value` gives), without a lookup or a type dispatch."""
+
+    __slots__ = ("_int", "_json", "_str", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        head = b'{"key":' + _dumps(name) + b',"value":{'
+        self._str = head + b'"stringValue":'
+        self._int = head + b'"intValue":"'
+        self._json = head + b'"stringValue":"'
+
+    def string(self, value: str) -> bytes:
+        return self._str + _dumps(value) + b"}}"
+
+    def integer(self, value: int) -> bytes:
+        return b'%b%d"}}' % (self._int, value)
+
+    def json(self, value: Any) -> bytes:
+        """The string attribute holding the JSON text of `value` (Langfuse's form)."""
+        escaped = _dumps(value).replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+        return b"".join((self._json, escaped, b'"}}'))
+
+    def json_text(self, text: bytes) -> bytes:
+        """The string attribute holding `text`, JSON as `orjson.dumps` wrote it: the bytes
+        of `key_value(name, text.decode())` without decoding and re-encoding it. JSON text
+        from orjson holds no control character (it escapes them), so as a string it needs
+        only its backslashes and quotes escaped."""
+        escaped = text.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+        return b"".join((self._json, escaped, b'"}}'))
 
 
-def _span(span: Span) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "traceId": span.trace_id,
-        "spanId": span.span_id,
-        "name": span.name,
-        "kind": span.kind,
-        "startTimeUnixNano": str(span.start_ns),
-        "endTimeUnixNano": str(span.end_ns),
-        "attributes": encode_attributes(span.attributes),
-    }
-    if span.parent_id:
-        out["parentSpanId"] = span.parent_id
-    if span.error is not None:
-        out["status"] = {"code": _ERROR, "message": span.error}
-    return out
+def json_attribute(key: str, value: Any) -> bytes:
+    """An attribute whose string value is the JSON text of `value` (Langfuse's form)."""
+    return key_value(key, _dumps(value).decode())
+
+
+def encode_attributes(attributes: Mapping[str, AttributeValue]) -> bytes:
+    """Attributes as comma-separated OTLP JSON `KeyValue`s (an `attributes` list's
+    inside): the form a `Span` keeps them in."""
+    return b",".join([key_value(k, v) for k, v in attributes.items()])
+
+
+def _value(value: dict[str, Any]) -> AttributeValue:
+    ((kind, inner),) = value.items()
+    if kind == "intValue":
+        return int(inner)
+    if kind == "arrayValue":
+        return [v["stringValue"] for v in inner.get("values", ())]
+    return cast(AttributeValue, inner)
+
+
+def decode_attributes(encoded: bytes) -> dict[str, AttributeValue]:
+    """`encode_attributes` reversed (arrays come back as lists): for consumers that want
+    values, e.g. the SDK's span processors. Costs ~0.2 µs per attribute."""
+    return {a["key"]: _value(a["value"]) for a in orjson.loads(b"[" + encoded + b"]")}
+
+
+@lru_cache(maxsize=1024)
+def _name(name: str) -> str:
+    return _dumps(name).decode()
 
 
 def encode_span(span: Span) -> bytes:
     """One span as OTLP JSON: encoded at once, so a queued span is one `bytes` object
-    (nothing for the garbage collector to walk while it waits for its batch)."""
-    return orjson.dumps(_span(span))
+    (nothing for the garbage collector to walk while it waits for its batch). The
+    bytes are what `orjson` gives for the span as a dict; ids are lower-case hex
+    (`Span`'s invariant), so they need no escaping."""
+    head = (
+        f'{{"traceId":"{span.trace_id}","spanId":"{span.span_id}","name":{_name(span.name)},'
+        f'"kind":{span.kind},"startTimeUnixNano":"{span.start_ns}",'
+        f'"endTimeUnixNano":"{span.end_ns}","attributes":['
+    ).encode()
+    parent, error = span.parent_id, span.error
+    if error is None:
+        if parent:
+            return b"".join(
+                (head, span.encoded_attributes, b'],"parentSpanId":"', parent.encode(), b'"}')
+            )
+        return head + span.encoded_attributes + b"]}"
+    tail = b'],"parentSpanId":"' + parent.encode() + b'"' if parent else b"]"
+    return b"".join((head, span.encoded_attributes, tail, _ERROR_STATUS, _dumps(error), b"}}"))
 
 
 def encode_request(
     spans: Iterable[bytes],
-    resource: list[dict[str, Any]],
+    resource: bytes,
     scope: Mapping[str, Any] = SCOPE,
 ) -> bytes:
-    """One OTLP/HTTP JSON body (`ExportTraceServiceRequest`) holding encoded `spans`."""
+    """One OTLP/HTTP JSON body (`ExportTraceServiceRequest`) holding encoded `spans`;
+    `resource` as `encode_attributes` gives it."""
     head = orjson.dumps(
         {
             "resourceSpans": [
                 {
-                    "resource": {"attributes": resource},
+                    "resource": {"attributes": orjson.Fragment(b"[" + resource + b"]")},
                     "scopeSpans": [{"scope": scope, "spans": []}],
                 }
             ]
@@ -239,4 +320,6 @@ def _sampler(env: Mapping[str, str]) -> Sampler:
     root = roots[base]
     if not name.startswith("parentbased_"):
         return root
+    if base == "always_on":  # the default, asked once per call: one test
+        return lambda trace: trace.sampled or trace.parent_span_id is None
     return lambda trace: trace.sampled if trace.parent_span_id is not None else root(trace)

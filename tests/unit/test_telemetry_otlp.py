@@ -10,7 +10,13 @@ import pytest
 from gateway.config import ConfigError, ExportSettings, load_settings
 from gateway.metrics import Counters
 from gateway.telemetry.exporter import BatchExporter
-from gateway.telemetry.otlp import encode_request, encode_span, otlp_config, parse_headers
+from gateway.telemetry.otlp import (
+    encode_attributes,
+    encode_request,
+    encode_span,
+    otlp_config,
+    parse_headers,
+)
 from gateway.telemetry.setup import build_telemetry
 from gateway.telemetry.spans import KIND_CLIENT, Span
 from gateway.telemetry.tracecontext import TraceContext, trace_context
@@ -111,6 +117,7 @@ def test_samplers() -> None:
     assert default.sampler(_ctx(low, None, True)) and not default.sampler(
         _ctx(low, "c" * 16, False)
     )
+    assert default.sampler(_ctx(high, "c" * 16, True)) and default.sampler(_ctx(high, None, False))
     assert not otlp_config({"OTEL_TRACES_SAMPLER": "always_off"}).sampler(_ctx(low, None, True))
 
 
@@ -127,13 +134,13 @@ def _span(i: int, error: str | None = None) -> Span:
         KIND_CLIENT,
         1_700_000_000_000_000_000 + i,
         1_700_000_000_500_000_000,
-        {"s": "v", "i": 7, "f": 0.5, "b": True, "l": ["stop"]},
+        encode_attributes({"s": "v", "i": 7, "f": 0.5, "b": True, "l": ["stop"]}),
         error,
     )
 
 
 def test_encoding_follows_the_otlp_json_mapping() -> None:
-    body = orjson.loads(encode_request([encode_span(_span(1, error="upstream_timeout"))], []))
+    body = orjson.loads(encode_request([encode_span(_span(1, error="upstream_timeout"))], b""))
     (span,) = body["resourceSpans"][0]["scopeSpans"][0]["spans"]
     assert body["resourceSpans"][0]["scopeSpans"][0]["scope"]["name"] == "railgate"
     assert span["traceId"] == TRACE and span["spanId"] == f"{1:016x}"
