@@ -109,6 +109,22 @@ end
 """
 """KEYS: a day hash. ARGV: pairs of (a user's counter, the same counter without the user)."""
 
+SWAP = """
+local start = ARGV[1] == '-' and '-' or '(' .. ARGV[1]
+local rest = redis.call('XRANGE', KEYS[1], start, '+')
+for _, entry in ipairs(rest) do
+  redis.call('XADD', KEYS[2], entry[1], unpack(entry[2]))
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('RENAME', KEYS[2], KEYS[1])
+else
+  redis.call('DEL', KEYS[1])
+end
+return #rest
+"""
+"""KEYS: the log, its fresh copy. ARGV: the last id already copied (`-`: none). Copies
+what came after it, then puts the copy in the log's place."""
+
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder(UsageRecord)
 
@@ -126,6 +142,7 @@ class RedisLedger:
         self._prefix = prefix
         self._append = client.register_script(APPEND)
         self._erase = client.register_script(ERASE)
+        self._swap = client.register_script(SWAP)
         self._batch = batch or AutoPipeline(client, deadline_s=2.0)
 
     def _key(self, tenant_id: str, name: str) -> str:
@@ -209,6 +226,8 @@ class RedisLedger:
         erased = 0
         for at in range(0, len(ids), _PAGE):
             erased += int(await self._r.xdel(log, *ids[at : at + _PAGE]))
+        if erased:
+            await self._rewrite(log)
         pattern = _glob_escape(self._key(tenant_id, "day:")) + "*"
         async for day in self._r.scan_iter(match=pattern, count=_PAGE):
             names: list[bytes] = await self._r.hkeys(day)  # type: ignore[assignment]
@@ -220,6 +239,30 @@ class RedisLedger:
             if args:
                 await self._erase([day], args)
         return erased
+
+    async def _rewrite(self, log: str) -> None:
+        """Replace the log by a fresh copy of its entries (same ids). `XDEL` only marks
+        entries deleted: their bytes stay in the stream's nodes, in memory and in
+        snapshots, until trimmed. The copy is made in pages; one script then copies what
+        was appended meanwhile and swaps it in (both keys share the tenant's slot)."""
+        fresh = log + ":rewrite"
+        await self._r.delete(fresh)
+        last = "-"
+        while True:
+            start = last if last == "-" else "(" + last
+            page: list[tuple[bytes, dict[bytes, bytes]]] = await self._r.xrange(  # type: ignore[assignment]
+                log, start, "+", count=_PAGE
+            )
+            if not page:
+                break
+            pipe = self._r.pipeline(transaction=False)
+            for entry, fields in page:
+                pipe.xadd(fresh, fields, id=entry)  # type: ignore[arg-type]
+            await pipe.execute()
+            last = page[-1][0].decode()
+            if len(page) < _PAGE:
+                break
+        await self._swap([log, fresh], [last])
 
     async def _user_entries(
         self, tenant_id: str, user: str

@@ -315,9 +315,33 @@ async def test_redis_erase_leaves_the_user_nowhere(redis_store):
     records = dsar_workload()
     await redis_store.ledger.append_usage(records)
     assert "alice" in await redis_values(redis_store.prefix)
+    before = await redis_store.ledger.usage_records("acme", 0, 2e10, limit=10_000)
     await redis_store.ledger.erase_user("acme", "alice")
     values = await redis_values(redis_store.prefix)
     assert "bob" in values and "alice" not in values
+    # Not in the stream's nodes either (memory, snapshots): XDEL alone only marks entries
+    # deleted, so the log is rewritten: no deleted entry remains in it.
+    assert await deleted_entries_kept(redis_store.prefix) == 0
+    after = await redis_store.ledger.usage_records("acme", 0, 2e10, limit=10_000)
+    assert after == [r for r in before if r.user != "alice"]  # the rest kept, in order
+    assert await redis_store.ledger.append_usage([make("acme", user="carol")]) == 1
+    assert (
+        len(await redis_store.ledger.usage_records("acme", 0, 2e10, limit=10_000)) == len(after) + 1
+    )
+
+
+async def deleted_entries_kept(prefix: str) -> int:
+    """Entries marked deleted that the streams under `prefix` still hold in their nodes."""
+    client = redis.asyncio.Redis.from_url(REDIS_URL, decode_responses=True)
+    kept = 0
+    try:
+        async for name in client.scan_iter(match=f"{prefix}:*"):
+            if await client.type(name) == "stream":
+                info = await client.xinfo_stream(name)
+                kept += info["entries-added"] - info["length"]
+    finally:
+        await client.aclose()
+    return kept
 
 
 async def redis_values(prefix: str) -> str:
