@@ -131,7 +131,7 @@ class Proxy:
             wall_ns=wall_ns,
         )
         call.authed = time.perf_counter()
-        call.keep_output = self.telemetry.wants_content(caller.tenant.id)
+        call.keep_output = self.telemetry.wants_content(caller.tenant)
         try:
             ticket = await self.limiter.admit(call)
         except GatewayError as exc:  # refused (429) or no store (503): still a usage record

@@ -80,6 +80,7 @@ class Authenticator:
                 limits=t.limits,
                 model_limits=t.model_limits,
                 prices=t.prices,
+                langfuse=t.langfuse,
             )
             for i, k in enumerate(t.keys):
                 digest = k.key_sha256.lower()

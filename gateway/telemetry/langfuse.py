@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -41,6 +42,7 @@ from gateway.config import ExportSettings, LangfuseSettings, Settings
 from gateway.metrics import Counters
 from gateway.pricing import price_of
 from gateway.sse import data_of
+from gateway.store.base import Tenant
 from gateway.telemetry.exporter import BatchExporter
 from gateway.telemetry.observer import Exchange
 from gateway.telemetry.otlp import (
@@ -61,6 +63,8 @@ from gateway.telemetry.spans import (
 if TYPE_CHECKING:
     from gateway.call import Call
     from gateway.ledger.records import UsageRecord
+
+log = logging.getLogger("railgate.telemetry")
 
 __all__ = [
     "ATTRIBUTES",
@@ -117,53 +121,87 @@ class _Project:
 
 
 class LangfuseTraces:
-    """The observer: picks the call's project, builds its generation, queues it."""
+    """The observer: picks the call's project, builds its generation, queues it.
 
-    def __init__(self, default: _Project | None, tenants: Mapping[str, _Project]) -> None:
+    A tenant's own `langfuse` block (from the config file or set through the admin API)
+    names its project, else the global default; one exporter per distinct project
+    (host + public key), made the first time a call needs it. Keys come from the
+    environment variables the block names; a project whose variables are unset gets
+    nothing (logged once)."""
+
+    def __init__(
+        self,
+        default: LangfuseSettings | None,
+        export: ExportSettings,
+        counters: Counters,
+        env: Mapping[str, str],
+    ) -> None:
         self._default = default
-        self._tenants = dict(tenants)
-        unique = {id(p.exporter): p.exporter for p in [*self._tenants.values(), default] if p}
-        self.exporters = list(unique.values())
+        self._export = export
+        self._counters = counters
+        self._env = env
+        self._projects: dict[LangfuseSettings, _Project | None] = {}
+        self._exporters: dict[tuple[str, str], BatchExporter] = {}
+        self._started = False
 
-    def project(self, tenant_id: str) -> _Project | None:
-        return self._tenants.get(tenant_id, self._default)
+    def project(self, tenant: Tenant) -> _Project | None:
+        config = tenant.langfuse or self._default
+        if config is None:
+            return None
+        found = self._projects.get(config, _MISSING)
+        if found is _MISSING:
+            found = self._projects[config] = self._open(config, tenant)
+        return found  # type: ignore[return-value]
 
-    def wants_content(self, tenant_id: str) -> bool:
-        project = self.project(tenant_id)
+    def _open(self, config: LangfuseSettings, tenant: Tenant) -> _Project | None:
+        public, secret = self._env.get(config.public_key_env), self._env.get(config.secret_key_env)
+        if not public or not secret:
+            log.error(
+                "langfuse project of tenant %s: %s or %s is not set; nothing is sent",
+                tenant.id,
+                config.public_key_env,
+                config.secret_key_env,
+            )
+            return None
+        host = config.host.rstrip("/")
+        exporter = self._exporters.get((host, public))
+        if exporter is None:
+            name = "langfuse" if config == self._default else f"langfuse:{tenant.id}"
+            exporter = _exporter(name, host, public, secret, self._export, self._counters)
+            self._exporters[(host, public)] = exporter
+            if self._started:
+                exporter.start()
+        return _Project(exporter, config.send_content)
+
+    def wants_content(self, tenant: Tenant) -> bool:
+        project = self.project(tenant)
         return project is not None and project.send_content
 
     def finished(self, call: Call, record: UsageRecord) -> None:
-        project = self._tenants.get(record.tenant_id, self._default)
+        project = self.project(call.caller.tenant)
         if project is not None:
             project.exporter.submit([generation(call, record, project.send_content)])
 
     def exchanged(self, exchange: Exchange) -> None:
         """Requests that never became a call belong to no tenant: nothing to send."""
 
+    def start(self) -> None:
+        self._started = True
+        for exporter in self._exporters.values():
+            exporter.start()
+
+    async def close(self) -> None:
+        for exporter in self._exporters.values():
+            await exporter.close()
+
+
+_MISSING = object()
+
 
 def langfuse_traces(
     settings: Settings, counters: Counters, env: Mapping[str, str]
-) -> LangfuseTraces | None:
-    """One exporter per distinct project (host + public key); None when none is configured."""
-    exporters: dict[tuple[str, str], BatchExporter] = {}
-
-    def project(config: LangfuseSettings, name: str) -> _Project:
-        public, secret = env[config.public_key_env], env[config.secret_key_env]
-        host = config.host.rstrip("/")
-        exporter = exporters.get((host, public))
-        if exporter is None:
-            exporter = exporters[(host, public)] = _exporter(
-                name, host, public, secret, settings.telemetry.export, counters
-            )
-        return _Project(exporter, config.send_content)
-
-    default = settings.telemetry.langfuse
-    tenants = {
-        t.id: project(t.langfuse, f"langfuse:{t.id}") for t in settings.tenants if t.langfuse
-    }
-    if default is None and not tenants:
-        return None
-    return LangfuseTraces(project(default, "langfuse") if default else None, tenants)
+) -> LangfuseTraces:
+    return LangfuseTraces(settings.telemetry.langfuse, settings.telemetry.export, counters, env)
 
 
 def _exporter(

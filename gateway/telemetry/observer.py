@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from gateway.call import Call
     from gateway.ledger.records import UsageRecord
+    from gateway.store.base import Tenant
 
 __all__ = ["CallObserver", "Exchange", "Telemetry"]
 
@@ -55,15 +56,15 @@ class Telemetry:
     def __init__(
         self,
         observers: Sequence[CallObserver] = (),
-        wants_content: Callable[[str], bool] | None = None,
+        wants_content: Callable[[Tenant], bool] | None = None,
     ) -> None:
         self.observers = tuple(observers)
         self._wants_content = wants_content
         self.failures = 0
 
-    def wants_content(self, tenant_id: str) -> bool:
+    def wants_content(self, tenant: Tenant) -> bool:
         """Whether a tenant's calls must keep the upstream answer (Langfuse content)."""
-        return self._wants_content is not None and self._wants_content(tenant_id)
+        return self._wants_content is not None and self._wants_content(tenant)
 
     def finished(self, call: Call, record: UsageRecord) -> None:
         for observer in self.observers:

@@ -74,8 +74,6 @@ def build_telemetry(
     if sinks:
         observers.append(Tracing(SpanFactory(settings), sinks, config.sampler))
     langfuse = langfuse_traces(settings, counters, env)
-    if langfuse is None:
-        return Telemetry(observers), exporters
     observers.append(langfuse)
-    exporters.extend(langfuse.exporters)
+    exporters.append(langfuse)
     return Telemetry(observers, langfuse.wants_content), exporters

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import orjson
 import pytest
 
-from gateway.config import ConfigError, ExportSettings, load_settings
+from gateway.config import (
+    ConfigError,
+    ExportSettings,
+    LangfuseSettings,
+    TelemetrySettings,
+    load_settings,
+)
 from gateway.metrics import Counters
+from gateway.store.base import Tenant
 from gateway.telemetry.exporter import BatchExporter
+from gateway.telemetry.langfuse import LangfuseTraces
 from gateway.telemetry.otlp import (
     encode_attributes,
     encode_request,
@@ -17,6 +26,7 @@ from gateway.telemetry.otlp import (
     otlp_config,
     parse_headers,
 )
+from gateway.telemetry.sdk import SdkSpans
 from gateway.telemetry.setup import build_telemetry
 from gateway.telemetry.spans import KIND_CLIENT, Span
 from gateway.telemetry.tracecontext import TraceContext, trace_context
@@ -55,8 +65,38 @@ def test_no_exporter_unless_configured() -> None:
     off = otlp_config({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "true"})
     assert off.exporters == ()
     telemetry, exporters = build_telemetry(load_settings(env={}), Counters(), env={})
-    assert exporters == []
+    assert not any(isinstance(e, BatchExporter | SdkSpans) for e in exporters)
     assert not any(isinstance(o, Tracing) for o in telemetry.observers)
+    (langfuse,) = [o for o in telemetry.observers if isinstance(o, LangfuseTraces)]
+    assert langfuse.project(Tenant(id="acme")) is None  # no project: nothing to export
+    assert not telemetry.wants_content(Tenant(id="acme"))
+
+
+def test_a_tenants_own_langfuse_project_is_opened_on_first_use() -> None:
+    env = {"PK": "pk-lf-1", "SK": "sk-lf-1", "PK2": "pk-lf-2", "SK2": "sk-lf-2"}
+    default = LangfuseSettings(host="http://lf:3000", public_key_env="PK", secret_key_env="SK")
+    settings = msgspec.structs.replace(
+        load_settings(env={}),
+        telemetry=TelemetrySettings(langfuse=default),
+    )
+    telemetry, _ = build_telemetry(settings, Counters(), env=env)
+    (langfuse,) = [o for o in telemetry.observers if isinstance(o, LangfuseTraces)]
+    plain = langfuse.project(Tenant(id="a"))
+    own = LangfuseSettings(
+        host="http://lf:3000/", public_key_env="PK2", secret_key_env="SK2", send_content=False
+    )
+    mine = langfuse.project(Tenant(id="b", langfuse=own))
+    same_project = LangfuseSettings(
+        host="http://lf:3000", public_key_env="PK2", secret_key_env="SK2"
+    )
+    assert plain is not None and mine is not None and plain.exporter is not mine.exporter
+    assert plain.exporter.name == "langfuse" and mine.exporter.name == "langfuse:b"
+    assert langfuse.project(Tenant(id="c", langfuse=same_project)).exporter is mine.exporter
+    assert telemetry.wants_content(Tenant(id="a")) and not telemetry.wants_content(
+        Tenant(id="b", langfuse=own)
+    )
+    unset = LangfuseSettings(host="http://lf:3000", public_key_env="NOPE", secret_key_env="SK")
+    assert langfuse.project(Tenant(id="d", langfuse=unset)) is None
 
 
 def test_signal_specific_variables_win() -> None:
