@@ -22,6 +22,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from gateway.policies import TenantPolicies
 from gateway.rails_configs import ConfigMirror
 from gateway.store.base import Store
+from gateway.tasks import stop
 from gateway.tenancy import Authenticator
 
 __all__ = ["POLL_S", "Reloader"]
@@ -56,11 +57,8 @@ class Reloader:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="reload")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop(self._task)
+        self._task = None
 
     async def check(self) -> bool:
         """Reload if the store changed since the last check; True if it did."""

@@ -7,11 +7,12 @@ drains the set on shutdown (bounded wait) so usage records are not dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from typing import Any
 
-__all__ = ["Tasks"]
+__all__ = ["Tasks", "stop"]
 
 log = logging.getLogger("railgate")
 
@@ -36,3 +37,11 @@ class Tasks:
         """Wait (at most `DRAIN_TIMEOUT_S`) for pending tasks; called on shutdown."""
         if self._running:
             await asyncio.wait(list(self._running), timeout=DRAIN_TIMEOUT_S)
+
+
+async def stop(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a long-running task (a writer, a poller) and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

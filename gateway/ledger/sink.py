@@ -28,6 +28,7 @@ from gateway.config import LedgerSettings
 from gateway.ledger.backend import Ledger
 from gateway.ledger.records import Retention, UsageRecord
 from gateway.metrics import Counters
+from gateway.tasks import stop
 from gateway.usage import log_record
 
 __all__ = ["LedgerSink"]
@@ -80,11 +81,8 @@ class LedgerSink:
     async def close(self) -> None:
         """Stop the writer and write what is buffered, for at most `shutdown_timeout_s`;
         whatever is left then is dropped and counted."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop(self._task)
+        self._task = None
         backoff = FIRST_RETRY_S
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._settings.shutdown_timeout_s):

@@ -28,6 +28,7 @@ import aiohttp
 
 from gateway.config import ExportSettings
 from gateway.metrics import Counters
+from gateway.tasks import stop
 from gateway.telemetry.otlp import SCOPE, encode_attributes, encode_request, encode_span
 from gateway.telemetry.spans import AttributeValue, Span
 
@@ -97,11 +98,8 @@ class BatchExporter:
 
     async def close(self) -> None:
         """Stop the writer, send what is queued for at most `shutdown_timeout_s`."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop(self._task)
+        self._task = None
         if self._session is None:
             return
         with contextlib.suppress(TimeoutError):
