@@ -314,3 +314,18 @@ def test_no_access_line_below_info(caplog):
     AccessLog().finished(make_call(), make_usage())
     AccessLog().exchanged(Exchange("req-3", "GET", "/healthz", 200, 0.1))
     assert access_lines(caplog) == []
+
+
+def test_dropped_log_lines_are_telemetry_drops_in_metrics(monkeypatch):
+    from litestar.testing import TestClient
+
+    from gateway.app import create_app
+    from gateway.config import load_settings
+    from gateway.telemetry import logs
+
+    monkeypatch.setattr(logs._Process, "dropped", 7)
+    with TestClient(create_app(load_settings(env={}))) as client:
+        line = 'railgate_telemetry_dropped_total{exporter="logs"} 7'
+        assert line in client.get("/metrics").text
+        monkeypatch.setattr(logs._Process, "dropped", 9)
+        assert 'railgate_telemetry_dropped_total{exporter="logs"} 9' in client.get("/metrics").text
