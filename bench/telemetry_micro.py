@@ -180,8 +180,6 @@ def _parts(settings: Any) -> tuple[dict[str, Callable[[Any, Any], object]], Call
     )
     tracing = Tracing(factory, [otlp], otlp_config({}).sampler)  # parentbased_always_on
     langfuse = langfuse_traces(settings, counters, LANGFUSE_ENV)
-    assert langfuse is not None
-    queues = [otlp, *langfuse.exporters]
 
     def spans(call: Any, record: Any) -> object:
         return [encode_span(s) for s in factory.call_spans(call, record)]
@@ -190,7 +188,7 @@ def _parts(settings: Any) -> tuple[dict[str, Callable[[Any, Any], object]], Call
         return encode_span(generation(call, record, True))
 
     def drain() -> None:  # as if sent: the writer task is never started here
-        for exporter in queues:
+        for exporter in (otlp, *langfuse.exporters):  # Langfuse's open on first use
             exporter._queue.clear()
 
     parts: dict[str, Callable[[Any, Any], object]] = {

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Request, get, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
@@ -90,14 +91,7 @@ async def get_rails_config(
         if version is not None and await admin.store.rails_config(name) is not None:
             raise NotFound("Unknown rails config version.", param="version")
         raise NotFound("Unknown rails config.", param="name")
-    return RailsConfigOut(
-        name=config.name,
-        version=config.version,
-        created_at=config.created_at,
-        author=config.author,
-        file_names=sorted(config.files),
-        files=config.files,
-    )
+    return RailsConfigOut(**msgspec.structs.asdict(_info(config)), files=config.files)
 
 
 routes = [set_rails_config, list_rails_configs, get_rails_config]

@@ -173,6 +173,11 @@ class LangfuseTraces:
                 exporter.start()
         return _Project(exporter, config.send_content)
 
+    @property
+    def exporters(self) -> list[BatchExporter]:
+        """The projects' exporters opened so far (one per distinct project)."""
+        return list(self._exporters.values())
+
     def wants_content(self, tenant: Tenant) -> bool:
         project = self.project(tenant)
         return project is not None and project.send_content
@@ -271,7 +276,7 @@ def generation(call: Call, record: UsageRecord, send_content: bool) -> Span:
             _PARAMETERS.json({k.removeprefix("gen_ai.request."): v for k, v in parameters.items()})
         )
     if call.first_byte is not None:
-        first_ns = call.wall_ns + int((call.first_byte - call.started) * 1e9)  # call.at_ns
+        first_ns = call.at_ns(call.first_byte)
         first = dt.datetime.fromtimestamp(first_ns / 1e9, dt.UTC)
         attrs.append(_COMPLETION_START.json_text(orjson.dumps(first, option=orjson.OPT_UTC_Z)))
     if record.user:
@@ -289,15 +294,14 @@ def generation(call: Call, record: UsageRecord, send_content: bool) -> Span:
             attrs.append(_content(_OUTPUT, answer))
     start = call.upstream_started if call.upstream_started is not None else call.started
     end = call.upstream_ended or call.ended or start
-    wall, origin = call.wall_ns, call.started
     return Span(
         call.trace.trace_id,
         call.trace.upstream_span_id,
         call.trace.parent_span_id,
         _generation_name(record.endpoint, record.upstream_model),
         KIND_CLIENT,
-        wall + int((start - origin) * 1e9),
-        wall + int((end - origin) * 1e9),
+        call.at_ns(start),
+        call.at_ns(end),
         b",".join(attrs),
         record.error if record.status >= 400 else None,
     )

@@ -169,10 +169,9 @@ class SpanFactory:
     def call_spans(self, call: Call, record: UsageRecord) -> list[Span]:
         trace = call.trace
         trace_id, server_id = trace.trace_id, trace.span_id
-        # `call.at_ns(moment)`, inlined: the same arithmetic, so the same nanoseconds.
-        wall, started = call.wall_ns, call.started
-        ended = call.ended if call.ended is not None else started
-        end_ns = wall + int((ended - started) * 1e9)
+        at_ns = call.at_ns
+        wall = call.wall_ns
+        end_ns = at_ns(call.ended if call.ended is not None else call.started)
         tenant, error, status = record.tenant_id, record.error, record.status
         before, after = _server_attributes(
             record.endpoint, status, tenant, record.key_id, record.model, error
@@ -195,7 +194,7 @@ class SpanFactory:
         ids = iter(_span_ids(2 + len(timed)))
         tenant_attr = cached_key_value(TENANT_ID, tenant)
         if call.authed is not None:
-            authed_ns = wall + int((call.authed - started) * 1e9)
+            authed_ns = at_ns(call.authed)
             spans.append(
                 Span(
                     trace_id,
@@ -217,7 +216,7 @@ class SpanFactory:
                     "railgate.limits",
                     KIND_INTERNAL,
                     authed_ns,
-                    end_ns if admitted is None else wall + int((admitted - started) * 1e9),
+                    end_ns if admitted is None else at_ns(admitted),
                     tenant_attr + b"," + cached_key_value(ERROR_TYPE, error)
                     if refused and error
                     else tenant_attr,
@@ -225,7 +224,7 @@ class SpanFactory:
                 )
             )
         if timed and guards is not None and admitted is not None:
-            start = wall + int((admitted - started) * 1e9)
+            start = at_ns(admitted)
             counts: dict[str, int] = {}
             for finding in guards.findings:
                 counts[finding.guard] = counts.get(finding.guard, 0) + 1
@@ -279,15 +278,14 @@ class SpanFactory:
         end = call.upstream_ended if call.upstream_ended is not None else call.ended
         if end is None:
             end = started
-        wall, origin = call.wall_ns, call.started
         return Span(
             call.trace.trace_id,
             call.trace.upstream_span_id,
             call.trace.span_id,
             _client_name(record.endpoint, record.upstream_model),
             KIND_CLIENT,
-            wall + int((started - origin) * 1e9),
-            wall + int((end - origin) * 1e9),
+            call.at_ns(started),
+            call.at_ns(end),
             b",".join(attrs),
             record.error if failed else None,
         )
@@ -391,12 +389,7 @@ def _span_ids(count: int) -> list[str]:
 
 def request_parameters(body: Mapping[str, Any]) -> dict[str, Parameter]:
     """The GenAI request-parameter attributes of an OpenAI request body, in body order
-    (stop sequences as a tuple). Remembered for the last body: a call's client span and
-    its Langfuse generation ask in turn, after the call ended (its body no longer
-    changes). The dict is shared: never change it."""
-    last_body, last = _last_parameters[0]
-    if last_body is body:
-        return last
+    (stop sequences as a tuple)."""
     names = _REQUEST_PARAMETERS
     params: dict[str, Parameter] = {}
     for field in body:
@@ -411,10 +404,4 @@ def request_parameters(body: Mapping[str, Any]) -> dict[str, Parameter]:
                 params[names[field]] = (value,)
             elif kind is list and all(type(v) is str for v in value):
                 params[names[field]] = tuple(value)
-    _last_parameters[0] = (body, params)  # one reference swap: atomic between threads
     return params
-
-
-_last_parameters: list[tuple[object, dict[str, Parameter]]] = [(None, {})]
-"""(body, its parameters) of the last `request_parameters` call; holding the body keeps
-its identity from being reused by another object."""
