@@ -67,6 +67,8 @@ class Call:
     """The upstream's complete answer as received, before the output stage."""
     upstream_events: list[bytes] | None = None
     """The upstream's stream events as received, before the output stage."""
+    parameters: dict[str, int | float | tuple[str, ...]] | None = None
+    """The body's GenAI request parameters, for telemetry (`spans.call_parameters`)."""
 
     def at_ns(self, moment: float) -> int:
         """Unix time in ns of a `perf_counter()` reading taken during this call."""

@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
 import logging
+import zlib
 from collections import deque
 from collections.abc import Mapping
 from itertools import islice
 from typing import Any
 
 import aiohttp
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
 
 from gateway.config import ExportSettings
 from gateway.metrics import Counters
 from gateway.tasks import stop
-from gateway.telemetry.otlp import SCOPE, encode_attributes, encode_request, encode_span
+from gateway.telemetry.otlp import SCOPE, encode_attributes, encode_span, request_chunks
 from gateway.telemetry.spans import AttributeValue, Span
 
 __all__ = ["BatchExporter"]
@@ -133,9 +135,13 @@ class BatchExporter:
             self._queue.popleft()
             for _ in islice(range(self._settings.batch_spans), len(self._queue))
         ]
-        body = encode_request(batch, self._resource, self._scope)
+        count = len(batch)
+        pieces = request_chunks(batch, self._resource, self._scope)
+        del batch[:]  # the spans now live in the pieces only
         if self._compress:
-            body = gzip.compress(body, compresslevel=1)
+            packer = zlib.compressobj(1, zlib.DEFLATED, 31)  # 31: a gzip stream
+            pieces = [packer.compress(piece) for piece in pieces] + [packer.flush()]
+        body = _Pieces(pieces)
         assert self._session is not None
         try:
             async with self._session.post(self.url, data=body, headers=self._headers) as resp:
@@ -145,12 +151,12 @@ class BatchExporter:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             ok, problem = False, type(exc).__name__
         if ok:
-            self._counters.inc(EXPORTED, self.name, by=len(batch))
+            self._counters.inc(EXPORTED, self.name, by=count)
             if self._failing:
                 self._failing = False
                 log.warning("telemetry export %s resumed", self.name)
         else:
-            self._counters.inc(DROPPED, self.name, by=len(batch))
+            self._counters.inc(DROPPED, self.name, by=count)
             if not self._failing:
                 self._failing = True
                 log.warning(
@@ -158,3 +164,19 @@ class BatchExporter:
                 )
         if self._overflowing and len(self._queue) < self._settings.queue_spans // 2:
             self._overflowing = False
+
+
+class _Pieces(Payload):
+    """A request body written piece by piece (`otlp.request_chunks`), its length known."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        super().__init__(pieces, content_type="application/json")
+        self._size = sum(map(len, pieces))
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return b"".join(self._value).decode(encoding, errors)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        for piece in self._value:
+            if piece:
+                await writer.write(piece)

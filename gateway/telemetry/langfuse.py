@@ -29,8 +29,8 @@ The generation:
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -54,10 +54,11 @@ from gateway.telemetry.otlp import (
 )
 from gateway.telemetry.spans import (
     CACHED,
+    GEN_AI_ATTRIBUTES,
     KIND_CLIENT,
     Span,
     cached_key_value,
-    request_parameters,
+    call_parameters,
 )
 
 if TYPE_CHECKING:
@@ -109,6 +110,13 @@ _REQUEST_ID = AttributeKey(f"{A.OBSERVATION_METADATA}.request_id")
 _RAILS_COST = AttributeKey(f"{A.OBSERVATION_METADATA}.rails_cost_usd")
 _PARAMETERS = AttributeKey(A.OBSERVATION_MODEL_PARAMETERS)
 _COMPLETION_START = AttributeKey(A.OBSERVATION_COMPLETION_START_TIME)
+_SHORT_NAMES = {
+    name: name.removeprefix("gen_ai.request.")
+    for name in GEN_AI_ATTRIBUTES
+    if name.startswith("gen_ai.request.")
+}
+"""GenAI request-parameter attribute → Langfuse model-parameter name."""
+_dumps = orjson.dumps
 _SESSION_ID = AttributeKey(A.TRACE_SESSION_ID)
 _INPUT = AttributeKey(A.OBSERVATION_INPUT)
 _OUTPUT = AttributeKey(A.OBSERVATION_OUTPUT)
@@ -242,15 +250,8 @@ def generation(call: Call, record: UsageRecord, send_content: bool) -> Span:
     """The call's Langfuse generation. Attributes that repeat per model, tenant, key or
     status come encoded from caches; the per-call ones are encoded here."""
     input_price, output_price = price_of(call)
-    prompt, completion = record.prompt_tokens, record.completion_tokens
-    usage = {"input": prompt, "output": completion, "total": prompt + completion}
-    if record.cached_tokens:
-        usage["input_cached_tokens"] = record.cached_tokens
-    if record.reasoning_tokens:
-        usage["output_reasoning_tokens"] = record.reasoning_tokens
-    input_usd = prompt * input_price / 1e6
-    output_usd = completion * output_price / 1e6
-    cost = {"input": input_usd, "output": output_usd, "total": input_usd + output_usd}
+    input_usd = record.prompt_tokens * input_price / 1e6
+    output_usd = record.completion_tokens * output_price / 1e6
     model, trace, outcome = _fixed_attributes(
         record.upstream_model,
         record.endpoint,
@@ -261,8 +262,11 @@ def generation(call: Call, record: UsageRecord, send_content: bool) -> Span:
     )
     attrs = [
         model,
-        _USAGE.json(usage),
-        _COST.json(cost),
+        _usage_details(record),
+        _COST.json_escaped(
+            b'{\\"input\\":%b,\\"output\\":%b,\\"total\\":%b}'
+            % (_dumps(input_usd), _dumps(output_usd), _dumps(input_usd + output_usd))
+        ),
         trace,
         _REQUEST_ID.json(record.request_id),
         outcome,
@@ -270,15 +274,11 @@ def generation(call: Call, record: UsageRecord, send_content: bool) -> Span:
     if record.rails_calls:
         rails_usd = record.rails_cost_micro_usd / 1e6
         attrs.append(_RAILS_COST.json(rails_usd))
-    parameters = request_parameters(call.request.body)
+    parameters = call_parameters(call)
     if parameters:
-        attrs.append(
-            _PARAMETERS.json({k.removeprefix("gen_ai.request."): v for k, v in parameters.items()})
-        )
+        attrs.append(_PARAMETERS.json({_SHORT_NAMES[k]: v for k, v in parameters.items()}))
     if call.first_byte is not None:
-        first_ns = call.at_ns(call.first_byte)
-        first = dt.datetime.fromtimestamp(first_ns / 1e9, dt.UTC)
-        attrs.append(_COMPLETION_START.json_text(orjson.dumps(first, option=orjson.OPT_UTC_Z)))
+        attrs.append(_COMPLETION_START.json_escaped(_iso_time(call.at_ns(call.first_byte))))
     if record.user:
         attrs.append(cached_key_value(A.TRACE_USER_ID, record.user))
     if call.session_id:
@@ -305,6 +305,34 @@ def generation(call: Call, record: UsageRecord, send_content: bool) -> Span:
         b",".join(attrs),
         record.error if record.status >= 400 else None,
     )
+
+
+def _usage_details(record: UsageRecord) -> bytes:
+    """`{"input": …, "output": …, "total": …}` (+ cached and reasoning tokens when there
+    were any) as the usage-details attribute, written straight from the counts."""
+    prompt, completion = record.prompt_tokens, record.completion_tokens
+    text = b'{\\"input\\":%d,\\"output\\":%d,\\"total\\":%d' % (
+        prompt,
+        completion,
+        prompt + completion,
+    )
+    if record.cached_tokens:
+        text += b',\\"input_cached_tokens\\":%d' % record.cached_tokens
+    if record.reasoning_tokens:
+        text += b',\\"output_reasoning_tokens\\":%d' % record.reasoning_tokens
+    return _USAGE.json_escaped(text + b"}")
+
+
+def _iso_time(ns: int) -> bytes:
+    """Unix time in ns as a JSON string of ISO 8601 UTC with microseconds, escaped as the
+    inside of a JSON string: `\\"2026-12-05T00:18:36.123456Z\\"`."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return b'\\"%b.%06dZ\\"' % (_iso_second(seconds), rest // 1000)
+
+
+@lru_cache(maxsize=4)
+def _iso_second(seconds: int) -> bytes:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)).encode()
 
 
 @lru_cache(maxsize=CACHED)

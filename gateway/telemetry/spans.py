@@ -2,7 +2,8 @@
 
     POST /v1/chat/completions      server, the whole call          (call.trace.span_id)
     ├─ railgate.authenticate       key → tenant, body parsed, model routed
-    ├─ railgate.limits             admission (one store round trip)
+    ├─ railgate.limits             admission (one store round trip), when the call has
+    │                              limits (without, admission checks nothing)
     ├─ railgate.guard <name>       each guard's time, summed over its texts and stages,
     │                              placed at the start of the input stage
     └─ chat <model>                client, the upstream call       (call.trace.upstream_span_id)
@@ -34,6 +35,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from gateway.config import Settings
+from gateway.limits.plan import has_limits
 from gateway.telemetry.otlp import (
     AttributeKey,
     AttributeValue,
@@ -56,6 +58,7 @@ __all__ = [
     "Span",
     "SpanFactory",
     "cached_key_value",
+    "call_parameters",
     "request_parameters",
 ]
 
@@ -208,21 +211,22 @@ class SpanFactory:
                 )
             )
             refused = admitted is None and call.upstream_started is None
-            spans.append(
-                Span(
-                    trace_id,
-                    next(ids),
-                    server_id,
-                    "railgate.limits",
-                    KIND_INTERNAL,
-                    authed_ns,
-                    end_ns if admitted is None else at_ns(admitted),
-                    tenant_attr + b"," + cached_key_value(ERROR_TYPE, error)
-                    if refused and error
-                    else tenant_attr,
-                    error if refused and status >= 500 else None,
+            if refused or has_limits(call):  # no limits: admission checked nothing
+                spans.append(
+                    Span(
+                        trace_id,
+                        next(ids),
+                        server_id,
+                        "railgate.limits",
+                        KIND_INTERNAL,
+                        authed_ns,
+                        end_ns if admitted is None else at_ns(admitted),
+                        tenant_attr + b"," + cached_key_value(ERROR_TYPE, error)
+                        if refused and error
+                        else tenant_attr,
+                        error if refused and status >= 500 else None,
+                    )
                 )
-            )
         if timed and guards is not None and admitted is not None:
             start = at_ns(admitted)
             counts: dict[str, int] = {}
@@ -263,7 +267,7 @@ class SpanFactory:
         if call.finish_reasons:
             reasons = tuple(call.finish_reasons)
             attrs.append(cached_key_value(GEN_AI_RESPONSE_FINISH_REASONS, reasons))
-        for name, value in request_parameters(call.request.body).items():
+        for name, value in call_parameters(call).items():
             if type(value) is float:  # not cached: -0.0 == 0.0
                 attrs.append(key_value(name, value))
             else:
@@ -385,6 +389,15 @@ def _span_ids(count: int) -> list[str]:
     """`count` fresh span ids. Span ids need uniqueness, not secrecy: `random` (reseeded
     in every forked worker) is what the OpenTelemetry SDK uses too, without a syscall."""
     return random.getrandbits(64 * count).to_bytes(8 * count).hex(" ", 8).split()
+
+
+def call_parameters(call: Call) -> dict[str, Parameter]:
+    """`request_parameters` of the call's body, worked out once per call (its spans and
+    its Langfuse generation both need them)."""
+    found = call.parameters
+    if found is None:
+        found = call.parameters = request_parameters(call.request.body)
+    return found
 
 
 def request_parameters(body: Mapping[str, Any]) -> dict[str, Parameter]:

@@ -60,7 +60,12 @@ class Traced:
 
 def _config(upstream: FakeUpstream, langfuse_url: str, **telemetry: Any) -> dict[str, Any]:
     tenants = [
-        {"id": "tele", "keys": [{"name": "k", "key_sha256": hash_key(KEY)}], "policy": PII_POLICY},
+        {
+            "id": "tele",
+            "keys": [{"name": "k", "key_sha256": hash_key(KEY)}],
+            "policy": PII_POLICY,
+            "limits": {"rpm": 100_000},
+        },
         {
             "id": "own",
             "keys": [{"key_sha256": hash_key(KEY_OWN)}],
@@ -245,6 +250,14 @@ def test_stream_tenant_project_and_content_switch(upstream: FakeUpstream) -> Non
         ).headers["x-request-id"]
         streamed, owned = t.sink.wait_for(streamed_id), t.sink.wait_for(own_id)
         _wait(lambda: len(t.langfuse.spans(OTEL_PATH)) == 2)
+        _wait(lambda: len(t.spans(owned.trace_id)) == 3)
+
+    # A tenant without limits: admission checked nothing, so there is no limits span.
+    assert {s.name for s in t.spans(owned.trace_id)} == {
+        "POST /v1/chat/completions",
+        "railgate.authenticate",
+        "chat upstream-gpt",
+    }
 
     by_trace = {s["traceId"]: attributes(s) for s in t.langfuse.spans(OTEL_PATH)}
     s = by_trace[streamed.trace_id]

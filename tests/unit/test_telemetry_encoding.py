@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from gateway.call import Call
 from gateway.config import parse_settings
 from gateway.ledger.records import UsageRecord
+from gateway.limits.spec import Limits
 from gateway.pricing import price_of
 from gateway.providers.mock import MockProvider
 from gateway.providers.registry import Route
@@ -238,9 +239,11 @@ REPLY = (
 )
 
 
-def make_call(body: dict[str, Any], model: int = 0, **fields: Any) -> tuple[Call, UsageRecord]:
+def make_call(
+    body: dict[str, Any], model: int = 0, limits: bool = True, **fields: Any
+) -> tuple[Call, UsageRecord]:
     route = Route(SETTINGS.models[model], MockProvider(SETTINGS.providers[model]))
-    tenant = Tenant(id='acme "corp"')
+    tenant = Tenant(id='acme "corp"', limits=Limits(rpm=60) if limits else None)
     call = Call(
         request_id="req-1",
         caller=Caller(tenant, ApiKey(id="key_1", tenant_id=tenant.id, key_sha256="0" * 64)),
@@ -347,6 +350,12 @@ def test_call_spans_are_the_uncached_encoding(status: int) -> None:
         assert len({s.span_id for s in spans}) == 5
         assert client.start_ns == call.at_ns(100.002) and client.end_ns == call.at_ns(100.3)
         assert server.error == ("upstream_status" if status >= 500 else None)
+
+
+def test_no_limits_span_when_the_tenant_has_no_limits() -> None:
+    call, record = make_call(BODY, limits=False)
+    names = [s.name for s in SpanFactory(SETTINGS).call_spans(call, record)]
+    assert names == [n for n in expected_spans(call, record) if n != "railgate.limits"]
 
 
 def test_float_parameters_are_never_taken_from_the_cache() -> None:
