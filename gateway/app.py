@@ -142,6 +142,7 @@ def create_app(
         finally:
             await reloader.close()
             await tasks.drain()
+            telemetry.flush()  # the last calls' spans, before the exporters send them
             if ledger is not None:  # after the drain: the last calls' records are buffered
                 await ledger.close()
             for exporter in exporters:  # bounded: a dead collector cannot hold shutdown up
