@@ -276,6 +276,23 @@ def test_stream_tenant_project_and_content_switch(upstream: FakeUpstream) -> Non
     assert orjson.loads(o["langfuse.observation.metadata.tenant_id"]) == "own"
 
 
+def test_shutdown_sends_the_last_calls_spans(upstream: FakeUpstream) -> None:
+    # Nothing is exported before shutdown (60 s interval): the spans wait in the exporters'
+    # queues, and a graceful stop must deliver them all.
+    with traced(upstream, export={"interval_ms": 60_000, "timeout_ms": 2000}) as t:
+        client = openai.OpenAI(base_url=t.url + "/v1", api_key=KEY, max_retries=0)
+        ids = [
+            client.chat.completions.with_raw_response.create(
+                model="gpt-test", messages=[{"role": "user", "content": f"question {n}"}]
+            ).headers["x-request-id"]
+            for n in range(3)
+        ]
+        traces = {t.sink.wait_for(request_id).trace_id for request_id in ids}
+        assert t.otlp.spans("/v1/traces") == []
+    assert {s["traceId"] for s in t.otlp.spans("/v1/traces")} == traces
+    assert {s["traceId"] for s in t.langfuse.spans(OTEL_PATH)} == traces
+
+
 def test_unsampled_parent_gets_no_spans_and_refusals_get_a_server_span(
     upstream: FakeUpstream,
 ) -> None:
