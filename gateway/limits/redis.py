@@ -5,6 +5,11 @@ each call is atomic across replicas and lands on one Redis Cluster slot. Calls m
 at the same moment by concurrent requests share one round trip (`batch.py`).
 Time comes from the Redis server (`TIME`), never from the replicas' clocks.
 
+A window is a sorted set of `<amount>:<ticket>` entries scored by time; a window of
+tokens also keeps the sum of its amounts beside it, a window of requests (one unit per
+entry) needs none: its count is the set's size, which halves its commands per admission
+(admission ~60 -> ~53 µs of Redis CPU for the bench's five rules).
+
 A rule list is encoded once (its keys and one `spec` string) and reused for every
 request that has the same list; per request only the ticket and the token count go
 over the wire. An admission or booking that Redis carries out after its caller gave up
@@ -28,6 +33,14 @@ from gateway.limits.rules import TOKENS, PaceVerdict, Rule, Verdict
 __all__ = ["RedisLimits"]
 
 _KIND = {"window": "w", "lease": "l", "budget": "b"}
+
+
+def _kind(rule: Rule) -> str:
+    """The scripts' code for a rule: `r` for a window of requests (one unit each, no sum
+    kept: its count is the zset's size), `w` for other windows (tokens)."""
+    if rule.kind == "window" and rule.unit == "requests" and rule.amount == 1:
+        return "r"
+    return _KIND[rule.kind]
 _PACE_REFUSALS = {1: "wait", 2: "never", 3: "share"}
 _MAX_ENCODED = 2048
 """Encoded rule lists kept; the limiter renews its lists every second, so this is ample."""
@@ -73,7 +86,7 @@ class RedisLimits:
         if pace:
             spec = " ".join(f"{r.limit} {r.window_ms} {r.amount}" for r in rules)
         else:
-            spec = " ".join(f"{_KIND[r.kind]} {r.limit} {r.window_ms} {r.amount}" for r in rules)
+            spec = " ".join(f"{_kind(r)} {r.limit} {r.window_ms} {r.amount}" for r in rules)
         if isinstance(rules, tuple):
             if len(self._encoded) >= _MAX_ENCODED:
                 self._encoded.clear()
@@ -102,7 +115,7 @@ class RedisLimits:
         for rule, actual in items:
             keys += self._keys(rule)
             reserved = tokens if rule.amount == TOKENS else rule.amount
-            args += (_KIND[rule.kind], reserved, actual, max(rule.window_ms, 1))
+            args += (_kind(rule), reserved, actual, max(rule.window_ms, 1))
         return keys, args
 
     async def settle(self, ticket: str, items: Sequence[Settlement], tokens: int = 0) -> None:

@@ -194,6 +194,18 @@ async def test_settle_reconciles_a_token_reservation(limits):
     assert (await limits.admit("t4", [tokens(900)])).used == (1000,)
 
 
+async def test_settle_to_zero_undoes_a_request(limits):
+    # What the limiter sends for an admission that arrived after its caller gave up.
+    rule = window(2, 400)
+    assert (await limits.admit("r1", [rule])).used == (1,)
+    assert (await limits.admit("r2", [rule])).used == (2,)
+    assert (await limits.admit("r3", [rule])).refused == rule
+    await limits.settle("r1", [(rule, 0)])
+    await limits.settle("r2", [(rule, 1)])  # the same amount: the request stays
+    assert (await limits.admit("r4", [rule])).used == (2,)
+    assert (await limits.admit("r5", [rule])).refused == rule
+
+
 async def test_settle_can_charge_more_than_reserved(limits):
     def tokens(amount: int) -> Rule:
         return window(1000, 400, amount, "tpm")

@@ -1,7 +1,7 @@
 -- Settlement after the call: reconcile token reservations with real usage, release
 -- leases, charge budgets. One round trip for every rule of the request.
 -- KEYS: per item, window -> zset, sum; lease -> zset; budget -> counter.
--- ARGV: ticket, then per item: kind (w|l|b), reserved, actual, ttl_ms.
+-- ARGV: ticket, then per item: kind (w|r|l|b), reserved, actual, ttl_ms.
 local ticket = ARGV[1]
 local k, a = 1, 2
 while a <= #ARGV do
@@ -21,6 +21,12 @@ while a <= #ARGV do
         redis.call('SET', sum, 0, 'KEEPTTL')
       end
     end
+  elseif kind == 'r' then
+    -- A request window's entry stays (the request was made) unless it is undone (0).
+    if actual ~= reserved then
+      redis.call('ZREM', KEYS[k], reserved .. ':' .. ticket)
+    end
+    k = k + 2
   elseif kind == 'l' then
     redis.call('ZREM', KEYS[k], ticket)
     k = k + 1
