@@ -41,6 +41,8 @@ def _kind(rule: Rule) -> str:
     if rule.kind == "window" and rule.unit == "requests" and rule.amount == 1:
         return "r"
     return _KIND[rule.kind]
+
+
 _PACE_REFUSALS = {1: "wait", 2: "never", 3: "share"}
 _MAX_ENCODED = 2048
 """Encoded rule lists kept; the limiter renews its lists every second, so this is ample."""
