@@ -37,6 +37,7 @@ __all__ = [
     "Settings",
     "TelemetrySettings",
     "TenantConfig",
+    "TenantId",
     "default_config_path",
     "load_settings",
     "parse_settings",
@@ -163,8 +164,14 @@ class AdminSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Environment variable holding an admin key (audited as `env`)."""
 
 
+TenantId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+"""A tenant id, in the config file and the admin API alike: it names store keys, and a
+`{`, `}` or `:` in it would break the `{tenant}` hash tag that keeps each limits script
+on one Redis Cluster slot."""
+
+
 class TenantConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    id: str
+    id: TenantId
     """Stable tenant id used in keys, reports and limits."""
     name: str = ""
     """Display name."""

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from gateway.config import LangfuseSettings
+from gateway.config import LangfuseSettings, TenantId
 from gateway.ledger.records import GroupBy, UsageRecord
 from gateway.limits.spec import Limits, ModelLimits
 from gateway.pricing import ModelPrice
@@ -54,7 +54,6 @@ __all__ = [
     "Verdict",
 ]
 
-TenantId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 Name = Annotated[str, Meta(max_length=200)]
 Labels = Annotated[dict[str, Annotated[str, Meta(max_length=1000)]], Meta(max_length=64)]
 Timestamp = Annotated[float, Meta(ge=0, le=32_503_680_000)]

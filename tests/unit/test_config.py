@@ -13,7 +13,13 @@ import redis
 import yaml
 
 from gateway.cli import main
-from gateway.config import ConfigError, Settings, default_config_path, load_settings
+from gateway.config import (
+    ConfigError,
+    Settings,
+    default_config_path,
+    load_settings,
+    parse_settings,
+)
 from tests import local_redis
 from tests.conftest import REDIS_URL
 
@@ -128,6 +134,20 @@ def test_override_with_a_wrong_type_names_the_field() -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(env={"RAILGATE_SERVER__PORT": "not-a-port"})
     assert info.value.path == "$.server.port"
+
+
+@pytest.mark.parametrize("tenant_id", ["a{b}", "acme:prod", "", "-lead", "x" * 65, "a b"])
+def test_tenant_ids_follow_the_admin_api_rule(tenant_id: str) -> None:
+    # `{`/`}` would break the `{tenant}` hash tag of the limits keys on Redis Cluster.
+    raw = {
+        "providers": [{"name": "m", "type": "mock"}],
+        "models": [{"name": "x", "provider": "m"}],
+        "tenants": [{"id": tenant_id}],
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_settings(raw, {})
+    assert info.value.path == "$.tenants[0].id"
+    assert parse_settings({**raw, "tenants": [{"id": "acme-prod_1.eu"}]}, {}).tenants
 
 
 @pytest.mark.parametrize("value", ["*", "[::1", "@admin", "a: b: c", "`x"])
