@@ -20,17 +20,21 @@ from gateway.store.base import Tenant
 from gateway.telemetry.exporter import BatchExporter
 from gateway.telemetry.langfuse import LangfuseTraces
 from gateway.telemetry.otlp import (
+    CHUNK_BYTES,
     encode_attributes,
     encode_request,
     encode_span,
     otlp_config,
     parse_headers,
+    request_chunks,
 )
 from gateway.telemetry.sdk import SdkSpans
 from gateway.telemetry.setup import build_telemetry
 from gateway.telemetry.spans import KIND_CLIENT, Span
 from gateway.telemetry.tracecontext import TraceContext, trace_context
 from gateway.telemetry.tracing import Tracing
+from tests.servers import ServerThread
+from tests.telemetry_receiver import Receiver
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -212,3 +216,49 @@ async def test_exporter_queue_is_bounded_and_counts_drops() -> None:
     await exporter.close()
     assert counters.get("railgate_telemetry_dropped_total", "t") == 8
     assert counters.get("railgate_telemetry_exported_total", "t") == 0
+
+
+@pytest.mark.parametrize("compress", [False, True])
+async def test_exporter_sends_a_large_batch_whole_in_pieces(compress: bool) -> None:
+    counters = Counters()
+    settings = ExportSettings(batch_spans=1000, interval_ms=10, timeout_ms=5000)
+    spans = [_span(i) for i in range(1000)]
+    size = sum(len(encode_span(s)) for s in spans)
+    assert size > 4 * CHUNK_BYTES  # the body is written in several pieces
+    receiver = Receiver()
+    with ServerThread(receiver) as server:
+        exporter = BatchExporter(
+            "t",
+            server.url + "/v1/traces",
+            settings,
+            counters,
+            {"service.name": "x"},
+            None,
+            compress=compress,
+        )
+        exporter.submit(spans)
+        exporter.start()
+        for _ in range(500):
+            if counters.get("railgate_telemetry_exported_total", "t") == len(spans):
+                break
+            await asyncio.sleep(0.01)
+        await exporter.close()
+    (export,) = receiver.exports
+    assert export.headers.get("content-encoding") == ("gzip" if compress else None)
+    assert int(export.headers["content-length"]) == len(export.body)
+    assert (len(export.body) < size / 4) if compress else (len(export.body) > size)
+    got = export.payload["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert [s["spanId"] for s in got] == [f"{i:016x}" for i in range(len(spans))]
+    assert got[-1] == orjson.loads(encode_span(spans[-1]))
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3])
+@pytest.mark.parametrize("span_bytes", [40, CHUNK_BYTES // 2, CHUNK_BYTES])
+def test_request_chunks_join_to_one_valid_body(count: int, span_bytes: int) -> None:
+    # Spans that fill a piece exactly end it: the comma before the next must not dangle.
+    spans = [b'{"spanId":"%016x","name":"%b"}' % (i, b"x" * span_bytes) for i in range(count)]
+    pieces = request_chunks(spans, encode_attributes({"service.name": "x"}))
+    body = orjson.loads(b"".join(pieces))
+    got = body["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert [s["spanId"] for s in got] == [f"{i:016x}" for i in range(count)]
+    assert all(len(p) <= 2 * CHUNK_BYTES + 64 for p in pieces)
