@@ -11,9 +11,9 @@ Finished calls reach the observers in batches: a call waits up to `BATCH_S` for
 company, then each observer takes the whole batch in turn. Run between requests, one
 call at a time, the observers' code and data are evicted from the CPU caches by the
 request path (and evict it in turn): measured in the running gateway, telemetry cost
-~2x what the same work costs in a loop. Batched, telemetry on vs. off went from +46-63
-to +12-30 µs of CPU per call, and the access log and metrics (always on) got cheaper
-too (bench/RESULTS.md, 2026-12-05).
+~2x what the same work costs in a loop. Batched, telemetry on vs. off went from +38-63
+to +12-42 µs of CPU per call (5-round runs), and the access log and metrics (always on)
+got cheaper too (bench/RESULTS.md, 2026-12-05).
 """
 
 from __future__ import annotations
