@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components
 
 from gateway.admin import routes as admin_routes
-from gateway.admin.auth import AdminKeys
+from gateway.admin.auth import SECURITY_SCHEMES, AdminKeys
 from gateway.config import Settings
 from gateway.content import RailStages
 from gateway.errors import exception_handlers
@@ -162,7 +163,12 @@ def create_app(
         exception_handlers=exception_handlers,
         request_max_body_size=settings.server.max_body_bytes,
         logging_config=None,  # logging belongs to `gateway.telemetry.logs`
-        openapi_config=OpenAPIConfig(title="Railgate", version="0.1.0", path="/openapi"),
+        openapi_config=OpenAPIConfig(
+            title="Railgate",
+            version="0.1.0",
+            path="/openapi",
+            components=Components(security_schemes=SECURITY_SCHEMES),
+        ),
         state=State(
             {
                 "settings": settings,

@@ -28,7 +28,7 @@ from gateway.admin import (
     tenants,
     usage,
 )
-from gateway.admin.auth import admin_only
+from gateway.admin.auth import ADMIN_SECURITY, admin_only
 from gateway.admin.context import admin_context
 from gateway.admin.errors import invalid_params
 
@@ -47,6 +47,7 @@ router = Router(
         *audit.routes,
     ],
     guards=[admin_only],
+    security=ADMIN_SECURITY,
     dependencies={"admin": Provide(admin_context, sync_to_thread=False)},
     exception_handlers={ValidationException: invalid_params},
     tags=["admin"],

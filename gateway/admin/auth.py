@@ -11,7 +11,8 @@ its value, audited as `env`. The presented key (`Authorization: Bearer …` or
     anything else               401 invalid_api_key
 
 Messages never echo the key. `tenant_only` guards the tenant-facing reports
-(`/v1/usage`): any usable tenant key, 401 otherwise.
+(`/v1/usage`): any usable tenant key, 401 otherwise. The OpenAPI document names both as
+bearer security schemes (`SECURITY_SCHEMES`; `x-api-key` works too).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from litestar import Litestar
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi.spec import Reference, SecurityRequirement, SecurityScheme
 
 from gateway.admin.errors import PermissionDenied
 from gateway.config import AdminSettings
@@ -33,7 +35,10 @@ from gateway.proxy import Proxy
 from gateway.tenancy import Caller, extract_key
 
 __all__ = [
+    "ADMIN_SECURITY",
     "ENV_ACTOR",
+    "SECURITY_SCHEMES",
+    "TENANT_SECURITY",
     "AdminKeys",
     "actor_of",
     "admin_keys",
@@ -41,6 +46,23 @@ __all__ = [
     "caller_of",
     "tenant_only",
 ]
+
+SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
+    "adminKey": SecurityScheme(
+        type="http",
+        scheme="bearer",
+        description="An admin key: `$RAILGATE_ADMIN_KEY` or one of `admin.keys` in the config"
+        " (also accepted as `x-api-key`).",
+    ),
+    "tenantKey": SecurityScheme(
+        type="http",
+        scheme="bearer",
+        description="A tenant's API key (also accepted as `x-api-key`).",
+    ),
+}
+"""The OpenAPI document's security schemes (`components.securitySchemes`)."""
+ADMIN_SECURITY: list[SecurityRequirement] = [{"adminKey": []}]
+TENANT_SECURITY: list[SecurityRequirement] = [{"tenantKey": []}]
 
 ENV_ACTOR = "env"
 """Audit id of the admin key taken from the environment."""

@@ -24,7 +24,7 @@ from litestar.exceptions import ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.params import FromQuery, QueryParameter
 
-from gateway.admin.auth import caller_of, tenant_only
+from gateway.admin.auth import TENANT_SECURITY, caller_of, tenant_only
 from gateway.admin.context import Admin
 from gateway.admin.errors import PermissionDenied, invalid_params
 from gateway.admin.schemas import UsageReport, UsageRow
@@ -132,6 +132,7 @@ async def admin_usage(
 @get(
     "/v1/usage",
     guards=[tenant_only],
+    security=TENANT_SECURITY,
     exception_handlers={ValidationException: invalid_params},
     summary="The calling tenant's own usage report",
     responses={200: _DOC},

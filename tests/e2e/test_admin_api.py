@@ -598,6 +598,19 @@ def admin_operations(gw: str) -> list[tuple[str, str]]:
     return found
 
 
+def test_openapi_names_the_keys_each_operation_takes(gw: str) -> None:
+    doc = httpx.get(gw + "/openapi/openapi.json").json()
+    schemes = doc["components"]["securitySchemes"]
+    assert {n: (s["type"], s["scheme"]) for n, s in schemes.items()} == {
+        "adminKey": ("http", "bearer"),
+        "tenantKey": ("http", "bearer"),
+    }
+    for path, operations in doc["paths"].items():
+        if path.startswith("/admin/v1/"):
+            assert all(op["security"] == [{"adminKey": []}] for op in operations.values()), path
+    assert doc["paths"]["/v1/usage"]["get"]["security"] == [{"tenantKey": []}]
+
+
 def fill(path: str, tenant: str) -> str:
     return re.sub(r"\{[^}]+\}", lambda m: tenant if m.group() == "{tenant_id}" else "1", path)
 
