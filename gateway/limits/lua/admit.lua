@@ -61,16 +61,13 @@ end
 
 local out = {0, 0}
 for _, r in ipairs(rules) do
-  if r.kind == 'r' then
+  if r.kind == 'r' or r.kind == 'w' then
     redis.call('ZADD', r.key, now, r.amount .. ':' .. ticket)
     redis.call('PEXPIRE', r.key, r.window)
-    out[#out + 1] = r.used + r.amount
-    out[#out + 1] = reset_of(r.key, r.window)
-  elseif r.kind == 'w' then
-    redis.call('ZADD', r.key, now, r.amount .. ':' .. ticket)
-    redis.call('INCRBY', r.sum, r.amount)
-    redis.call('PEXPIRE', r.key, r.window)
-    redis.call('PEXPIRE', r.sum, r.window)
+    if r.kind == 'w' then
+      redis.call('INCRBY', r.sum, r.amount)
+      redis.call('PEXPIRE', r.sum, r.window)
+    end
     out[#out + 1] = r.used + r.amount
     out[#out + 1] = reset_of(r.key, r.window)
   elseif r.kind == 'l' then
