@@ -48,7 +48,6 @@ __all__ = [
     "OtlpConfig",
     "decode_attributes",
     "encode_attributes",
-    "encode_request",
     "encode_span",
     "json_attribute",
     "key_value",
@@ -221,15 +220,6 @@ def request_chunks(
         pieces.pop()  # the comma after the last group
     pieces.append(head[-6:])
     return pieces
-
-
-def encode_request(
-    spans: Iterable[bytes],
-    resource: bytes,
-    scope: Mapping[str, Any] = SCOPE,
-) -> bytes:
-    """`request_chunks` as one body."""
-    return b"".join(request_chunks(spans, resource, scope))
 
 
 def parse_headers(text: str) -> dict[str, str]:

@@ -32,10 +32,10 @@ from gateway.telemetry.otlp import (
     AttributeKey,
     decode_attributes,
     encode_attributes,
-    encode_request,
     encode_span,
     json_attribute,
     key_value,
+    request_chunks,
 )
 from gateway.telemetry.spans import (
     KIND_CLIENT,
@@ -184,7 +184,7 @@ def test_encode_span_is_the_uncached_encoding(
 def test_a_request_decodes_to_the_otlp_shape() -> None:
     span = Span(TRACE, "a" * 16, PARENT, "n", KIND_INTERNAL, 1, 2, key_value("s", "v"))
     resource = encode_attributes({"service.name": "railgate", "n": 3})
-    body = orjson.loads(encode_request([encode_span(span), encode_span(span)], resource))
+    body = orjson.loads(b"".join(request_chunks([encode_span(span), encode_span(span)], resource)))
     (resource_spans,) = body["resourceSpans"]
     assert resource_spans["resource"] == {
         "attributes": [
@@ -205,7 +205,7 @@ def test_a_request_decodes_to_the_otlp_shape() -> None:
         "attributes": [{"key": "s", "value": {"stringValue": "v"}}],
         "parentSpanId": PARENT,
     }
-    assert orjson.loads(encode_request([], b""))["resourceSpans"][0]["resource"] == {
+    assert orjson.loads(b"".join(request_chunks([], b"")))["resourceSpans"][0]["resource"] == {
         "attributes": []
     }
 

@@ -22,7 +22,6 @@ from gateway.telemetry.langfuse import LangfuseTraces
 from gateway.telemetry.otlp import (
     CHUNK_BYTES,
     encode_attributes,
-    encode_request,
     encode_span,
     otlp_config,
     parse_headers,
@@ -184,7 +183,8 @@ def _span(i: int, error: str | None = None) -> Span:
 
 
 def test_encoding_follows_the_otlp_json_mapping() -> None:
-    body = orjson.loads(encode_request([encode_span(_span(1, error="upstream_timeout"))], b""))
+    spans = [encode_span(_span(1, error="upstream_timeout"))]
+    body = orjson.loads(b"".join(request_chunks(spans, b"")))
     (span,) = body["resourceSpans"][0]["scopeSpans"][0]["spans"]
     assert body["resourceSpans"][0]["scopeSpans"][0]["scope"]["name"] == "railgate"
     assert span["traceId"] == TRACE and span["spanId"] == f"{1:016x}"
